@@ -1,0 +1,49 @@
+"""Duet home: pick a run, see its data and every model's metrics. Reads the store only."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.common import cached_runs, choose_run, reader_for, runs_dir
+from ui.demo_run import demo_run_panel
+from ui.tables import dataset_summary, metrics_table, segment_table
+
+st.set_page_config(page_title="Duet", page_icon=":material/join:", layout="wide")
+st.title("Duet")
+st.caption("A conventional recommender and a language model, side by side.")
+
+runs = cached_runs(str(runs_dir()))
+if runs.empty:
+    st.info(f"No runs in `{runs_dir()}` yet. Make one from a shell with "
+            "`python -m engine run --dataset ml-100k --profile demo`, or start it here.")
+    demo_run_panel(runs_dir())
+    st.stop()
+
+broken = runs[runs["error"] != ""]
+for row in broken.itertuples():
+    st.warning(f"Run {row.run_id} cannot be read: {row.error}")
+if len(broken) == len(runs):
+    st.stop()
+
+reader = reader_for(choose_run(runs))
+info = reader.run_info()
+st.subheader(f"Run {info['run_id']}")
+st.write(f"**{info['dataset']}** · profile **{info['profile']}** · seed {info['seed']} · "
+         f"created {info['created']:%Y-%m-%d %H:%M} UTC · {info['total_seconds']:.0f} s")
+
+left, right = st.columns([1, 2])
+with left:
+    st.markdown("#### Data")
+    st.dataframe(dataset_summary(reader.summary()), hide_index=True, key="home_summary")
+with right:
+    st.markdown("#### Test metrics")
+    split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
+    st.dataframe(metrics_table(reader, split), hide_index=True, key="home_metrics")
+    st.markdown("#### Per segment")
+    metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
+    st.dataframe(segment_table(reader, split, metric), hide_index=True, key="home_segments")
+
+with st.expander("Stage timings"):
+    st.dataframe(reader.stages(), hide_index=True, key="home_stages")
+with st.expander("Run configuration and versions"):
+    st.json({"config": info["config"], "versions": info["versions"]}, expanded=False)

@@ -1,0 +1,134 @@
+"""Command line: `python -m engine run|list|show`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from engine.data.sources import SOURCES
+from engine.errors import DuetError
+from engine.profiles import PROFILES
+
+SUMMARY_METRICS = ["auc", "logloss", "acc", "uauc"]
+
+
+def parse_options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """key=value pairs; values parse as JSON when they can (numbers, lists), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DuetError(f"{flag} expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train every method of a profile and store the run")
+    run.add_argument("--dataset", default="ml-100k", choices=SOURCES)
+    run.add_argument("--path", help="source directory/file (default: fetch ML-100k)")
+    run.add_argument("--side", help="Amazon metadata or the table source's items file")
+    run.add_argument("--profile", default="demo", choices=list(PROFILES))
+    run.add_argument("--out", default="runs", help="run store directory (default: runs)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--run-id", help="name of the run (default: dataset-profile-time)")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="loader option, e.g. category=Books or click_rating=4")
+    run.add_argument("--task", action="append", default=[], metavar="KEY=VALUE",
+                     help="task option, e.g. history_len=20 or max_users=500")
+    run.add_argument("--if-missing", action="store_true",
+                     help="do nothing when a run of this dataset and profile exists")
+    lst = sub.add_parser("list", help="list the runs in a store directory")
+    lst.add_argument("--out", default="runs")
+    show = sub.add_parser("show", help="print one run's headline table")
+    show.add_argument("run_id")
+    show.add_argument("--out", default="runs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "list":
+            return _list(args)
+        return _show(args)
+    except DuetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.pipeline import RunRequest, run
+    from engine.store import list_runs
+
+    if args.if_missing:
+        runs = list_runs(args.out)
+        mine = runs[(runs["dataset"] == args.dataset) & (runs["profile"] == args.profile)]
+        if len(mine):
+            print(f"run {mine['run_id'].iloc[0]} exists; nothing to do")
+            return 0
+    request = RunRequest(dataset=args.dataset, path=args.path, side_path=args.side,
+                         dataset_options=parse_options(args.option, "--option"),
+                         profile=args.profile, out=args.out, seed=args.seed,
+                         run_id=args.run_id, task_options=parse_options(args.task, "--task"))
+    outcome = run(request)
+    print(f"\nrun {outcome.run_id} -> {outcome.path}")
+    print(format_stages(outcome.stages))
+    print(format_metrics(outcome.metrics, outcome.results))
+    return 0
+
+
+def format_stages(stages: list[tuple[str, float, str]]) -> str:
+    frame = pd.DataFrame(stages, columns=["stage", "seconds", "detail"])
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.1f}")
+
+
+def format_metrics(metrics: pd.DataFrame, results: list) -> str:
+    """Test metrics per method (overall) plus AUC per segment."""
+    test = metrics[metrics["split"] == "test"]
+    overall = test[test["segment"] == "all"].pivot(index="method", columns="metric",
+                                                   values="value")[SUMMARY_METRICS]
+    cost = pd.DataFrame({r.name: r.cost for r in results}).T
+    formatters: dict[str, Any] = {m: "{:.4f}".format for m in SUMMARY_METRICS}
+    if "train_samples_per_s" in cost:
+        overall["train samples/s"] = cost["train_samples_per_s"]
+        formatters["train samples/s"] = "{:,.0f}".format
+    overall["train s"] = cost["train_seconds"]
+    formatters["train s"] = "{:.1f}".format
+    segments = test[test["metric"] == "auc"].pivot(index="method", columns="segment",
+                                                   values="value")
+    return ("\ntest metrics\n" + overall.to_string(formatters=formatters)
+            + "\n\ntest AUC per segment\n"
+            + segments.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def _list(args: argparse.Namespace) -> int:
+    from engine.store import list_runs
+
+    runs = list_runs(args.out)
+    if runs.empty:
+        print(f"no runs in {args.out}; make one with: python -m engine run --profile demo")
+    else:
+        print(runs.drop(columns=["path"]).to_string(index=False))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from engine.store import open_run
+
+    with open_run(args.out, args.run_id) as reader:
+        table = reader.metrics_table()
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0

@@ -1,0 +1,1 @@
+"""Sources (one loader per format), the CTR task builder and prompt templates."""

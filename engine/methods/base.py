@@ -1,0 +1,51 @@
+"""The contract every method (plain CRM, LLM, or one of the five hybrids) fulfils."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.data.task import CTRTask
+
+EVAL_SPLITS = ("valid", "test")  # splits whose per-sample outputs reach the store
+
+
+@dataclass
+class MethodResult:
+    """What the store writes for one method of a run.
+
+    probs: split -> P(click) aligned with task.index(split).
+    diagnostics: store table name (see engine.store.DIAGNOSTIC_TABLES) -> per-sample frame.
+    training_log: long frame (stage, epoch, metric, value).
+    weights: file stem -> state dict, saved as safetensors beside the run.
+    cost: train_seconds, infer_ms_per_1k (measured), llm_calls_per_1k.
+    """
+
+    name: str
+    kind: str  # "crm", "llm" or "hybrid"
+    probs: dict[str, np.ndarray]
+    config: dict[str, Any]
+    training_log: pd.DataFrame = field(default_factory=pd.DataFrame)
+    diagnostics: dict[str, pd.DataFrame] = field(default_factory=dict)
+    weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """fit(task) -> self learns; result() returns what the store keeps.
+
+    Constructors only store parameters (scikit-learn's contract); learned state ends in `_`.
+    """
+
+    name: str
+
+    @abstractmethod
+    def fit(self, task: CTRTask) -> Method: ...
+
+    @abstractmethod
+    def result(self) -> MethodResult: ...

@@ -1,0 +1,58 @@
+"""The feature-embedding front every CRM shares: ids -> one embedding per field."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.data.task import FeatureSchema
+
+
+class FeatureEmbedding(nn.Module):
+    """Embeds a batch into field vectors (B, F_total, D).
+
+    Fields: each sparse field; the target item's tags (mean of tag embeddings); the history
+    (mean over valid positions of item embedding + rating embedding). History items share
+    the target item's table, so what the CRM learns about an item serves both roles.
+    """
+
+    def __init__(self, schema: FeatureSchema, dim: int) -> None:
+        super().__init__()
+        self.schema = schema
+        self.dim = dim
+        self.tables = nn.ModuleList(nn.Embedding(v, dim) for _, v in schema.sparse_fields)
+        self.tag_table = nn.Embedding(schema.n_tags, dim, padding_idx=0)
+        self.rating_table = nn.Embedding(schema.n_rating_levels + 1, dim, padding_idx=0)
+        for table in [*self.tables, self.tag_table, self.rating_table]:
+            nn.init.normal_(table.weight, std=1e-2)  # small init: sparse ids overfit fast
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.schema.sparse_fields) + 2
+
+    def item_embedding(self, item_idx: torch.Tensor) -> torch.Tensor:
+        return self.tables[self.schema.item_field](item_idx)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        sparse = batch["sparse"]  # (B, F)
+        fields = [table(sparse[:, i]) for i, table in enumerate(self.tables)]  # F x (B, D)
+        fields.append(masked_mean(self.tag_table(batch["tags"]), batch["tags"] > 0))
+        hist = self.item_embedding(batch["hist_items"]) + self.rating_table(batch["hist_ratings"])
+        fields.append(masked_mean(hist, batch["hist_items"] > 0))  # (B, D)
+        return torch.stack(fields, dim=1)  # (B, F + 2, D)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of x (B, L, D) where mask (B, L) is true; zeros for empty rows."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], dropout: float) -> nn.ModuleList:
+    """Blocks of Linear -> ReLU -> Dropout; kept as a list so each block's output can be
+    returned as a layer state (CoReLLa aligns CRM layers with LLM layers)."""
+    blocks = nn.ModuleList()
+    for width in hidden:
+        blocks.append(nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)))
+        in_dim = width
+    return blocks

@@ -1,0 +1,175 @@
+"""One run end to end: load -> task -> methods -> metrics -> run store."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from engine import __version__
+from engine.data.sources import load_dataset
+from engine.data.task import CTRTask, build_task
+from engine.methods import METHOD_REGISTRY, MethodResult, method_class
+from engine.methods.base import EVAL_SPLITS
+from engine.metrics import segment_metrics
+from engine.profiles import MethodSpec, Profile, get_profile
+from engine.store import RunWriter, as_float_summary, new_run_id
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    dataset: str = "ml-100k"
+    path: str | None = None  # source directory or file; None fetches ML-100k
+    side_path: str | None = None  # items/metadata file for amazon and table sources
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    profile: str = "demo"
+    out: str = "runs"
+    seed: int = 0
+    run_id: str | None = None
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    path: Path
+    stages: list[tuple[str, float, str]]
+    results: list[MethodResult]
+    task: CTRTask
+    metrics: pd.DataFrame
+
+
+def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutcome:
+    """Execute one run and commit it to the store; nothing is left behind on failure."""
+    profile = get_profile(request.profile, seed=request.seed,
+                          task_overrides=request.task_options)
+    stages: list[tuple[str, float, str]] = []
+    start = time.perf_counter()
+
+    def stage(name: str, t0: float, detail: str = "") -> None:
+        stages.append((name, time.perf_counter() - t0, detail))
+        log(f"[{name}] {stages[-1][1]:.1f}s {detail}")
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(request.dataset, request.path, request.side_path,
+                           request.dataset_options)
+    stage("load", t0, f"{len(dataset.interactions):,} interactions from {dataset.source}")
+    t0 = time.perf_counter()
+    task = build_task(dataset, profile.task)
+    stage("task", t0, f"{len(task):,} samples")
+
+    results = []
+    for number, spec in enumerate(profile.methods, start=1):
+        log(f"[method {number}/{len(profile.methods)}] {spec.name}")
+        t0 = time.perf_counter()
+        results.append(_run_method(spec, profile, task))
+        stage(f"method:{spec.name}", t0)
+
+    t0 = time.perf_counter()
+    metrics = _all_metrics(task, results)
+    stage("metrics", t0)
+
+    run_id = request.run_id or new_run_id(dataset.name, profile.name)
+    t0 = time.perf_counter()
+    with RunWriter(request.out, run_id) as writer:
+        writer.write_run(dataset=dataset.name, profile=profile.name, source=dataset.source,
+                         seed=request.seed, config=_run_config(request, profile),
+                         versions=versions())
+        summary = {**dataset.summary(), **task.summary()}
+        writer.append("summary", as_float_summary(summary))
+        _write_data(writer, task)
+        _write_results(writer, task, results)
+        writer.append("metrics", metrics)
+        stage("store", t0)
+        writer.append("stages", pd.DataFrame(stages, columns=["stage", "seconds", "detail"]))
+        writer.finish(time.perf_counter() - start)
+    return RunOutcome(run_id, writer.paths.db, stages, results, task, metrics)
+
+
+def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> MethodResult:
+    cls = method_class(spec.kind)
+    options = dict(spec.options)
+    if cls is METHOD_REGISTRY["crm"]:
+        options.setdefault("train", profile.train)
+    return cls(spec.name, **options).fit(task).result()
+
+
+def _all_metrics(task: CTRTask, results: list[MethodResult]) -> pd.DataFrame:
+    frames = []
+    for result in results:
+        for split in EVAL_SPLITS:
+            samples = task.samples.iloc[task.index(split)]
+            frame = segment_metrics(samples, result.probs[split])
+            frame.insert(0, "split", split)
+            frame.insert(0, "method", result.name)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _write_data(writer: RunWriter, task: CTRTask) -> None:
+    writer.write_frame("users", task.users)
+    writer.write_frame("items", task.items)
+    samples = task.samples.drop(columns=["user_idx", "item_idx"])
+    writer.write_frame("samples", samples)
+    writer.write_frame("interactions", task.ratings)
+    test_rows = task.index("test")
+    writer.write_frame("prompts", pd.DataFrame({
+        "sample_id": task.samples["sample_id"].to_numpy()[test_rows],
+        "prompt": task.prompts(test_rows)}))
+
+
+def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]) -> None:
+    for result in results:
+        weight_files = [writer.save_weights(stem, tensors)
+                        for stem, tensors in result.weights.items()]
+        writer.append("methods", pd.DataFrame([{
+            "method": result.name, "kind": result.kind,
+            "config": _json(result.config), "train_seconds": result.cost.get("train_seconds"),
+            "infer_ms_per_1k": result.cost.get("infer_ms_per_1k"),
+            "llm_calls_per_1k": result.cost.get("llm_calls_per_1k", 0.0),
+            "cost": _json(result.cost), "weights_file": ",".join(weight_files)}]))
+        for split, probs in result.probs.items():
+            ids = task.samples["sample_id"].to_numpy()[task.index(split)]
+            writer.append("predictions", pd.DataFrame(
+                {"sample_id": ids, "method": result.name, "prob": probs.astype(np.float64)}))
+        if not result.training_log.empty:
+            log = result.training_log.copy()
+            log.insert(0, "method", result.name)
+            writer.append("training_log", log)
+        for table, frame in result.diagnostics.items():
+            frame = frame.copy()
+            frame.insert(0, "method", result.name)
+            writer.write_frame(table, frame)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _run_config(request: RunRequest, profile: Profile) -> dict[str, Any]:
+    return {"request": asdict(request), "profile": asdict(profile)}
+
+
+def versions() -> dict[str, str]:
+    import duckdb
+    import torch
+
+    out = {"duet": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "duckdb": duckdb.__version__, "pandas": pd.__version__, "numpy": np.__version__,
+           "platform": platform.platform()}
+    try:
+        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, timeout=5, cwd=Path(__file__).parent
+                                    ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out

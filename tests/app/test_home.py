@@ -1,0 +1,71 @@
+"""The home page through Streamlit's AppTest, on an empty store and on a smoke store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.store import open_run
+from ui.demo_run import demo_command, progress_of
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def run_app(monkeypatch, runs_dir) -> AppTest:
+    monkeypatch.setenv("DUET_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path):
+    at = run_app(monkeypatch, tmp_path / "none")
+    assert "No runs" in at.info[0].value
+    assert "python -m engine run" in at.info[0].value
+    assert at.button(key="home_start_demo").label.startswith("Start the demo run")
+
+
+def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):
+    at = run_app(monkeypatch, smoke_store)
+    assert at.selectbox(key="sidebar_run").value == "smoke-run"
+    assert "Run smoke-run" in at.subheader[0].value
+    summary = at.dataframe[0].value
+    with open_run(smoke_store, "smoke-run") as reader:
+        expected = reader.summary()
+        metrics = reader.metrics_table("test", "all").set_index("method")
+    assert summary.set_index("")["value"]["Samples"] == f"{expected['samples']:,.0f}"
+    table = at.dataframe[1].value.set_index("Method")
+    assert set(table.index) == {"dcnv2", "deepfm"}
+    for method in table.index:
+        assert table.loc[method, "AUC"] == pytest.approx(metrics.loc[method, "auc"], abs=1e-4)
+        assert table.loc[method, "LogLoss"] == pytest.approx(metrics.loc[method, "logloss"],
+                                                             abs=1e-4)
+    segments = at.dataframe[2].value
+    assert any(c.startswith("cold_user (n=") for c in segments.columns)
+
+
+def test_switching_split_and_metric(monkeypatch, smoke_store):
+    at = run_app(monkeypatch, smoke_store)
+    at.radio(key="home_split").set_value("valid").run()
+    with open_run(smoke_store, "smoke-run") as reader:
+        valid = reader.metrics_table("valid", "all").set_index("method")
+    table = at.dataframe[1].value.set_index("Method")
+    assert table.loc["dcnv2", "AUC"] == pytest.approx(valid.loc["dcnv2", "auc"], abs=1e-4)
+    at.selectbox(key="home_metric").set_value("logloss").run()
+    segments = at.dataframe[2].value.set_index("Method")
+    all_col = [c for c in segments.columns if c.startswith("all")][0]
+    assert segments.loc["dcnv2", all_col] == pytest.approx(valid.loc["dcnv2", "logloss"],
+                                                           abs=1e-4)
+
+
+def test_demo_progress_parsing(tmp_path):
+    assert progress_of("") == (0.02, "loading data")
+    frac, what = progress_of("[load] 1s\n[task] 1s\n[method 2/3] deepfm\n")
+    assert frac == pytest.approx(2 / 5) and what == "training deepfm (2/3)"
+    assert progress_of("...\nrun x -> runs/x.duckdb\n")[0] == 1.0
+    cmd = demo_command(tmp_path)
+    assert cmd[1:] == ["-m", "engine", "run", "--dataset", "ml-100k", "--profile", "demo",
+                       "--out", str(tmp_path)]

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import write_ml100k
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir(tmp_path_factory) -> Path:
+    return write_ml100k(tmp_path_factory.mktemp("ml100k"))
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory, ml100k_dir) -> Path:
+    """A real smoke run (pipeline end to end) on the synthetic data; returns the runs dir."""
+    from engine.pipeline import RunRequest, run
+
+    out = tmp_path_factory.mktemp("runs")
+    run(RunRequest(dataset="ml-100k", path=str(ml100k_dir), profile="smoke", out=str(out),
+                   run_id="smoke-run", task_options={"max_users": None}), log=lambda _: None)
+    return out

@@ -1,0 +1,57 @@
+"""Metrics against scikit-learn and brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+from engine.metrics import accuracy, auc, binary_metrics, logloss, segment_metrics, uauc
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2000)
+    p = np.clip(0.3 * y + rng.random(2000) * 0.7, 0, 1)
+    p[:200] = np.round(p[:200], 1)  # ties
+    users = rng.integers(0, 50, 2000)
+    return y, p, users
+
+
+def test_auc_logloss_acc_match_sklearn(data):
+    y, p, _ = data
+    assert auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert logloss(y, p) == pytest.approx(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)), abs=1e-9)
+    assert accuracy(y, p) == pytest.approx(accuracy_score(y, p >= 0.5))
+
+
+def test_auc_single_class_is_nan():
+    assert np.isnan(auc(np.ones(4), np.array([0.1, 0.2, 0.3, 0.4])))
+
+
+def test_uauc_is_mean_of_per_user_sklearn_auc(data):
+    y, p, users = data
+    expected = []
+    for u in np.unique(users):
+        m = users == u
+        if len(set(y[m])) == 2:
+            expected.append(roc_auc_score(y[m], p[m]))
+    assert uauc(y, p, users) == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_binary_metrics_and_segments(data):
+    y, p, users = data
+    samples = pd.DataFrame({"label": y, "user": users, "cold_user": users < 10,
+                            "long_tail_item": np.arange(len(y)) % 5 == 0})
+    table = segment_metrics(samples, p)
+    overall = binary_metrics(y, p, users)
+    got = table[table["segment"] == "all"].set_index("metric")["value"]
+    assert got["auc"] == pytest.approx(overall["auc"])
+    cold = table[(table["segment"] == "cold_user") & (table["metric"] == "auc")]
+    m = users < 10
+    assert cold["value"].iloc[0] == pytest.approx(roc_auc_score(y[m], p[m]))
+    assert cold["n"].iloc[0] == m.sum()
+    assert set(table["segment"]) == {"all", "cold_user", "warm_user", "long_tail_item",
+                                     "head_item"}

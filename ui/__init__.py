@@ -1,0 +1,1 @@
+"""Helpers shared by the Streamlit pages: run selection, cached readers. No model code."""
