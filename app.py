@@ -6,7 +6,7 @@ import streamlit as st
 
 from ui.common import cached_runs, choose_run, reader_for, runs_dir
 from ui.demo_run import demo_run_panel
-from ui.tables import dataset_summary, metrics_table, segment_table
+from ui.tables import METRIC_COLUMNS, dataset_summary, metrics_table, segment_table
 
 st.set_page_config(page_title="Duet", page_icon=":material/join:", layout="wide")
 st.title("Duet")
@@ -34,14 +34,19 @@ st.write(f"**{info['dataset']}** · profile **{info['profile']}** · seed {info[
 left, right = st.columns([1, 2])
 with left:
     st.markdown("#### Data")
-    st.dataframe(dataset_summary(reader.summary()), hide_index=True, key="home_summary")
+    summary = dataset_summary(reader.summary())
+    st.dataframe(summary, hide_index=True, key="home_summary",
+                 height=36 * (len(summary) + 1) + 4)
 with right:
-    st.markdown("#### Test metrics")
+    st.markdown("#### Metrics")
     split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
-    st.dataframe(metrics_table(reader, split), hide_index=True, key="home_metrics")
+    st.dataframe(metrics_table(reader, split), hide_index=True, key="home_metrics",
+                 column_config=METRIC_COLUMNS)
     st.markdown("#### Per segment")
     metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
     st.dataframe(segment_table(reader, split, metric), hide_index=True, key="home_segments")
+    st.caption("Cold-start users: fewer than 3 ratings up to the end of the train period. "
+               "Long-tail items: bottom 20% by train-period popularity.")
 
 with st.expander("Stage timings"):
     st.dataframe(reader.stages(), hide_index=True, key="home_stages")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import streamlit as st
 
 from engine.store import RunReader
 
@@ -15,6 +16,19 @@ SUMMARY_ROWS = [
     ("cold_user_test_share", "Cold-start users in test", "{:.1%}"),
     ("long_tail_test_share", "Long-tail items in test", "{:.1%}"),
 ]
+
+
+METRIC_COLUMNS = {
+    name: st.column_config.NumberColumn(name, format="%.4f")
+    for name in ("AUC", "LogLoss", "ACC", "UAUC")
+} | {
+    "Train s": st.column_config.NumberColumn("Train s", format="%.1f",
+                                             help="training wall time of the method"),
+    "ms / 1k samples": st.column_config.NumberColumn(
+        "ms / 1k samples", format="%.1f", help="measured inference time per 1,000 samples"),
+    "LLM calls / 1k": st.column_config.NumberColumn(
+        "LLM calls / 1k", format="%.0f", help="samples per 1,000 that the LLM scores"),
+}
 
 
 def dataset_summary(summary: dict[str, float]) -> pd.DataFrame:
