@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from engine import __version__
 from engine.data.sources import load_dataset
 from engine.data.task import CTRTask, build_task
-from engine.methods import METHOD_REGISTRY, MethodResult, method_class
+from engine.methods import MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
 from engine.profiles import MethodSpec, Profile, get_profile
@@ -36,6 +36,7 @@ class RunRequest:
     seed: int = 0
     run_id: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
+    methods: tuple[str, ...] | None = None  # a subset of the profile's methods
 
 
 @dataclass
@@ -51,7 +52,7 @@ class RunOutcome:
 def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutcome:
     """Execute one run and commit it to the store; nothing is left behind on failure."""
     profile = get_profile(request.profile, seed=request.seed,
-                          task_overrides=request.task_options)
+                          task_overrides=request.task_options, methods=request.methods)
     stages: list[tuple[str, float, str]] = []
     start = time.perf_counter()
 
@@ -71,7 +72,7 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     for number, spec in enumerate(profile.methods, start=1):
         log(f"[method {number}/{len(profile.methods)}] {spec.name}")
         t0 = time.perf_counter()
-        results.append(_run_method(spec, profile, task))
+        results.extend(_run_method(spec, profile, task))
         stage(f"method:{spec.name}", t0)
 
     t0 = time.perf_counter()
@@ -95,19 +96,22 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     return RunOutcome(run_id, writer.paths.db, stages, results, task, metrics)
 
 
-def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> MethodResult:
+def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> list[MethodResult]:
     cls = method_class(spec.kind)
-    options = dict(spec.options)
-    if cls is METHOD_REGISTRY["crm"]:
-        options.setdefault("train", profile.train)
-    return cls(spec.name, **options).fit(task).result()
+    options = {"train": profile.train, **spec.options}
+    return cls(spec.name, **options).fit(task).results()
+
+
+def result_rows(task: CTRTask, result: MethodResult, split: str) -> np.ndarray:
+    """The task rows a result's probabilities belong to (the whole split by default)."""
+    return result.rows.get(split, task.index(split))
 
 
 def _all_metrics(task: CTRTask, results: list[MethodResult]) -> pd.DataFrame:
     frames = []
     for result in results:
         for split in EVAL_SPLITS:
-            samples = task.samples.iloc[task.index(split)]
+            samples = task.samples.iloc[result_rows(task, result, split)]
             frame = segment_metrics(samples, result.probs[split])
             frame.insert(0, "split", split)
             frame.insert(0, "method", result.name)
@@ -138,7 +142,7 @@ def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]
             "llm_calls_per_1k": result.cost.get("llm_calls_per_1k", 0.0),
             "cost": _json(result.cost), "weights_file": ",".join(weight_files)}]))
         for split, probs in result.probs.items():
-            ids = task.samples["sample_id"].to_numpy()[task.index(split)]
+            ids = task.samples["sample_id"].to_numpy()[result_rows(task, result, split)]
             writer.append("predictions", pd.DataFrame(
                 {"sample_id": ids, "method": result.name, "prob": probs.astype(np.float64)}))
         if not result.training_log.empty:

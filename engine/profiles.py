@@ -10,6 +10,8 @@ from typing import Any
 
 from engine.data.task import TaskConfig
 from engine.errors import ConfigError
+from engine.methods.corella import CoReLLaConfig
+from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
 
 
@@ -40,37 +42,57 @@ def _crms(embed_dim: int, names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        description="tests: ~60 users, tiny models, 2 epochs; seconds",
-        task=TaskConfig(max_users=60),
+        description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; a minute",
+        task=TaskConfig(max_users=60, prompt_history=5),
         train=TrainConfig(batch_size=256, max_epochs=2, patience=1),
         methods=tuple(
             MethodSpec("crm", n, {"model": n, "model_options": {
                 "embed_dim": 8, "deep_layers": (32, 16)}})
-            for n in ("dcnv2", "deepfm")),
+            for n in ("dcnv2", "deepfm")) + (
+            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
+                crm_options={"embed_dim": 8, "deep_layers": (32, 16)},
+                stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
+                answers=2, llm=LLMConfig(batch_size=8, max_length=256))}),),
     ),
     "demo": Profile(
         name="demo",
         description="the default run: all of ML-100k, every CRM; minutes on 2 CPU cores",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
-        methods=_crms(16),
+        methods=_crms(16) + (
+            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
+                crm_options={"embed_dim": 16}, stage2_samples=128, stage3_samples=128,
+                analyse_valid=200, analyse_test=600)}),),
     ),
     "full": Profile(
         name="full",
         description="paper scale (ML-1M / Amazon-Books), meant for a GPU box",
         task=TaskConfig(),
         train=TrainConfig(batch_size=2048, max_epochs=20, patience=3),
-        methods=_crms(32),
+        methods=_crms(32) + (
+            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
+                crm_options={"embed_dim": 32}, stage2_samples=25_000, stage3_samples=25_000,
+                analyse_valid=10_000, analyse_test=100_000, answers=200,
+                llm=LLMConfig(batch_size=32))}),),
     ),
 }
 
 
 def get_profile(name: str, *, seed: int | None = None,
-                task_overrides: dict[str, Any] | None = None) -> Profile:
-    """A profile by name, with the seed and task options a user passed applied."""
+                task_overrides: dict[str, Any] | None = None,
+                methods: tuple[str, ...] | None = None) -> Profile:
+    """A profile by name, with the seed, task options and method selection applied."""
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
     profile = PROFILES[name]
+    if methods:
+        known = [m.name for m in profile.methods]
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise ConfigError(f"unknown method(s) {unknown} in profile {name!r}; "
+                              f"valid: {', '.join(known)}")
+        profile = replace(profile, methods=tuple(m for m in profile.methods
+                                                 if m.name in methods))
     task_overrides = dict(task_overrides or {})
     valid = {f.name for f in fields(TaskConfig)}
     unknown = sorted(set(task_overrides) - valid)

@@ -23,3 +23,10 @@ def smoke_store(tmp_path_factory, ml100k_dir) -> Path:
     run(RunRequest(dataset="ml-100k", path=str(ml100k_dir), profile="smoke", out=str(out),
                    run_id="smoke-run", task_options={"max_users": None}), log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    from tests.llm_fixtures import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

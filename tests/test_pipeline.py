@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -24,24 +26,47 @@ def test_store_holds_every_table(reader):
     assert info["profile"] == "smoke" and info["dataset"] == "ml-100k"
     assert info["versions"]["torch"].startswith("2.13")
     stages = reader.stages()["stage"].tolist()
-    assert stages == ["load", "task", "method:dcnv2", "method:deepfm", "metrics", "store"]
+    assert stages == ["load", "task", "method:dcnv2", "method:deepfm", "method:corella",
+                      "metrics", "store"]
+
+
+CORELLA = ["corella", "corella_budget20", "corella_crm", "corella_llm",
+           "corella_llm_independent", "corella_no_align"]
 
 
 def test_predictions_cover_valid_and_test_for_every_method(reader):
     samples = reader.samples()
     n_eval = int((samples["split"] != "train").sum())
     methods = reader.methods()["method"].tolist()
-    assert methods == ["dcnv2", "deepfm"]
+    assert methods == sorted(["dcnv2", "deepfm", *CORELLA])
     counts = reader.query("SELECT method, count(*) AS n FROM predictions GROUP BY method")
-    assert counts.set_index("method")["n"].to_dict() == {m: n_eval for m in methods}
+    counts = counts.set_index("method")["n"].to_dict()
+    assert counts["dcnv2"] == counts["deepfm"] == n_eval
+    # the LLM methods analyse the smoke profile's 16 valid + 32 test samples
+    assert {counts[m] for m in CORELLA} == {48}
 
 
 def test_stored_metrics_match_stored_predictions(reader):
     wide = reader.predictions("test")
     stored = reader.metrics("test", "all").set_index(["method", "metric"])["value"]
-    for method in ("dcnv2", "deepfm"):
-        assert stored[(method, "auc")] == pytest.approx(auc(wide["label"], wide[method]))
-        assert stored[(method, "auc")] > 0.6  # the synthetic data has a learnable signal
+    for method in ["dcnv2", "deepfm", *CORELLA]:
+        scored = wide[wide[method].notna()]
+        assert stored[(method, "auc")] == pytest.approx(auc(scored["label"], scored[method]))
+    assert stored[("dcnv2", "auc")] > 0.6  # the synthetic data has a learnable signal
+
+
+def test_routing_replays_the_stored_prediction(reader):
+    routing = reader.frame("routing")
+    assert set(routing["method"]) == {"corella", "corella_no_align"}
+    main = routing[(routing["method"] == "corella") & (routing["split"] == "test")]
+    assert len(main) == 32
+    config = reader.methods().set_index("method").loc["corella", "config"]
+    threshold = json.loads(config)["threshold"]  # chosen on valid, kept in the config
+    mixed = np.where(main["entropy"] > threshold, main["p_llm"], main["p_crm"])
+    stored = reader.predictions("test").set_index("sample_id")["corella"]
+    np.testing.assert_allclose(stored.loc[main["sample_id"]].to_numpy(), mixed)
+    assert main["answer"].notna().sum() == 2
+    assert ((main["p_llm"] > 0) & (main["p_llm"] < 1)).all()
 
 
 def test_training_log_and_weights(reader):
@@ -70,7 +95,8 @@ def test_summary_counts(reader):
 def test_cli_run_list_show(tmp_path, ml100k_dir, capsys):
     out = tmp_path / "runs"
     code = main(["run", "--path", str(ml100k_dir), "--profile", "smoke", "--out", str(out),
-                 "--run-id", "cli-run", "--seed", "1", "--task", "min_history=4"])
+                 "--run-id", "cli-run", "--seed", "1", "--task", "min_history=4",
+                 "--methods", "dcnv2,deepfm"])
     text = capsys.readouterr().out
     assert code == 0
     assert "test metrics" in text and "dcnv2" in text and "deepfm" in text
@@ -102,6 +128,8 @@ def test_cli_reports_bad_input_without_a_trace(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
     assert main(["run", "--profile", "smoke", "--task", "history_len"]) == 2
     assert "key=value" in capsys.readouterr().err
+    assert main(["run", "--profile", "smoke", "--methods", "dcn3"]) == 2
+    assert "valid: dcnv2, deepfm, corella" in capsys.readouterr().err
 
 
 def test_same_seed_same_run(tmp_path, ml100k_dir):
@@ -110,6 +138,7 @@ def test_same_seed_same_run(tmp_path, ml100k_dir):
     probs = []
     for i in range(2):
         outcome = run(RunRequest(path=str(ml100k_dir), profile="smoke", out=str(tmp_path),
-                                 run_id=f"s{i}", seed=7), log=lambda _: None)
+                                 run_id=f"s{i}", seed=7, methods=("dcnv2",)),
+                      log=lambda _: None)
         probs.append(outcome.results[0].probs["test"])
     np.testing.assert_allclose(probs[0], probs[1])

