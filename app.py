@@ -42,6 +42,9 @@ with right:
     split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
     st.dataframe(metrics_table(reader, split), hide_index=True, key="home_metrics",
                  column_config=METRIC_COLUMNS)
+    st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): "
+               "the LLM is the costly part. The router lab compares CRM, LLM and the routed "
+               "mix on exactly the same samples.")
     st.markdown("#### Per segment")
     metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
     st.dataframe(segment_table(reader, split, metric), hide_index=True, key="home_segments")

@@ -62,7 +62,7 @@ PROFILES: dict[str, Profile] = {
         methods=_crms(16) + (
             MethodSpec("corella", "corella", {"config": CoReLLaConfig(
                 crm_options={"embed_dim": 16}, stage2_samples=128, stage3_samples=128,
-                analyse_valid=200, analyse_test=600)}),),
+                analyse_valid=200, analyse_test=500)}),),
     ),
     "full": Profile(
         name="full",

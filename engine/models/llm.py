@@ -162,6 +162,7 @@ class LLM:
         self.yes_ids = self._answer_ids(YES)
         self.no_ids = self._answer_ids(NO)
         self.lora = False
+        self.merged_lora_state: dict[str, torch.Tensor] | None = None
 
     def _answer_ids(self, spellings: Sequence[str]) -> torch.Tensor:
         ids = []
@@ -206,8 +207,11 @@ class LLM:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def lora_state(self) -> dict[str, torch.Tensor]:
+        """The adapter weights (also after for_inference() merged them)."""
         from peft import get_peft_model_state_dict
 
+        if self.merged_lora_state is not None:
+            return self.merged_lora_state
         return {k: v.detach().cpu().contiguous()
                 for k, v in get_peft_model_state_dict(self.model).items()}
 
@@ -217,7 +221,12 @@ class LLM:
         set_peft_model_state_dict(self.model, state)
 
     def for_inference(self) -> torch.dtype:
-        """Switch to the scoring dtype (after training); returns it."""
+        """Freeze for scoring: merge LoRA into the base weights (no extra adapter matmuls
+        per layer) and switch to the scoring dtype. Take lora_state() before this."""
+        if self.lora:
+            self.merged_lora_state = self.lora_state()
+            self.model = self.model.merge_and_unload()
+            self.lora = False
         choice = self.config.score_dtype
         if choice == "auto":
             fast_bf16 = self.device.type == "cuda" or cpu_has_bf16()

@@ -112,3 +112,21 @@ def test_bf16_scoring_keeps_answer_logits_in_float32():
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="score_dtype"):
         LLMConfig(score_dtype="int4")
+
+
+def test_for_inference_merges_lora_and_keeps_its_state(tiny_llama_dir):
+    from tests.llm_fixtures import tiny_llm
+
+    model = tiny_llm(tiny_llama_dir)
+    model.add_lora(r=2, alpha=4, dropout=0.0)
+    with torch.no_grad():  # make the adapters matter (peft starts them at zero)
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05)
+    prompts = ["Do you like tea? Answer:", "Is it raining? Answer:"]
+    before = model.score(prompts)
+    state = model.lora_state()
+    assert model.for_inference() == torch.float32
+    assert not model.lora and not any("lora_" in n for n, _ in model.model.named_parameters())
+    np.testing.assert_allclose(model.score(prompts), before, atol=1e-5)
+    assert model.lora_state().keys() == state.keys()
