@@ -33,47 +33,47 @@ class Profile:
     methods: tuple[MethodSpec, ...]
 
 
-def _crms(embed_dim: int, names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
+def _crms(options: dict[str, Any], names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
           ) -> tuple[MethodSpec, ...]:
-    return tuple(MethodSpec("crm", n, {"model": n, "model_options": {"embed_dim": embed_dim}})
-                 for n in names)
+    return tuple(MethodSpec("crm", n, {"model": n, "model_options": options}) for n in names)
 
+
+def _corella(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
+    return MethodSpec("corella", "corella",
+                      {"config": CoReLLaConfig(crm_options=crm_options, **config)})
+
+
+SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; a minute",
+        description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; ~40 s",
         task=TaskConfig(max_users=60, prompt_history=5),
         train=TrainConfig(batch_size=256, max_epochs=2, patience=1),
-        methods=tuple(
-            MethodSpec("crm", n, {"model": n, "model_options": {
-                "embed_dim": 8, "deep_layers": (32, 16)}})
-            for n in ("dcnv2", "deepfm")) + (
-            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
-                crm_options={"embed_dim": 8, "deep_layers": (32, 16)},
-                stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
-                answers=2, llm=LLMConfig(batch_size=8, max_length=256))}),),
+        methods=_crms(SMOKE_CRM, ("dcnv2", "deepfm")) + (_corella(
+            SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
+            answers=2, llm=LLMConfig(batch_size=8, max_length=256)),),
     ),
     "demo": Profile(
         name="demo",
-        description="the default run: all of ML-100k, every CRM; minutes on 2 CPU cores",
+        description="the default run: all of ML-100k, every CRM and CoReLLa; ~12 min on 2 "
+                    "CPU cores",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
-        methods=_crms(16) + (
-            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
-                crm_options={"embed_dim": 16}, stage2_samples=128, stage3_samples=128,
-                analyse_valid=200, analyse_test=500)}),),
+        methods=_crms({"embed_dim": 16}) + (_corella(
+            {"embed_dim": 16}, stage2_samples=128, stage3_samples=128, analyse_valid=200,
+            analyse_test=500),),
     ),
     "full": Profile(
         name="full",
         description="paper scale (ML-1M / Amazon-Books), meant for a GPU box",
         task=TaskConfig(),
         train=TrainConfig(batch_size=2048, max_epochs=20, patience=3),
-        methods=_crms(32) + (
-            MethodSpec("corella", "corella", {"config": CoReLLaConfig(
-                crm_options={"embed_dim": 32}, stage2_samples=25_000, stage3_samples=25_000,
-                analyse_valid=10_000, analyse_test=100_000, answers=200,
-                llm=LLMConfig(batch_size=32))}),),
+        methods=_crms({"embed_dim": 32}) + (_corella(
+            {"embed_dim": 32}, stage2_samples=25_000, stage3_samples=25_000,
+            analyse_valid=10_000, analyse_test=100_000, answers=200,
+            llm=LLMConfig(batch_size=32)),),
     ),
 }
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from engine.store import open_run
+from tests.app.pages import open_page
 from ui.demo_run import demo_command, progress_of
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
-
-def run_app(monkeypatch, runs_dir) -> AppTest:
-    monkeypatch.setenv("DUET_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+def run_app(monkeypatch, runs_dir):
+    return open_page(monkeypatch, runs_dir, "app.py")
 
 
 def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path):

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from streamlit.testing.v1 import AppTest
 
 from engine.routing import threshold_for_share
 from engine.store import RunWriter
+from tests.app.pages import open_page
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "2_Router_lab.py")
 N_TEST, N_VALID = 400, 200
 CRM_MS, LLM_MS = 0.02, 35.0
 
@@ -55,12 +53,8 @@ def write_store(out, run_id="routed", with_routing=True):
     return rows
 
 
-def run_page(monkeypatch, runs_dir) -> AppTest:
-    monkeypatch.setenv("DUET_RUNS_DIR", str(runs_dir))
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+def run_page(monkeypatch, runs_dir):
+    return open_page(monkeypatch, runs_dir, "pages/2_Router_lab.py")
 
 
 def shown(at) -> dict[str, str]:

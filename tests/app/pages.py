@@ -1,0 +1,18 @@
+"""Open a page of the app through AppTest against a given run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def open_page(monkeypatch, runs_dir, script: str = "app.py") -> AppTest:
+    """Run `script` (relative to the repo root) once and fail on any page exception."""
+    monkeypatch.setenv("DUET_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(str(ROOT / script), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
