@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="task option, e.g. history_len=20 or max_users=500")
     run.add_argument("--methods", help="comma-separated subset of the profile's methods, "
                      "e.g. dcnv2,corella")
+    run.add_argument("--no-maps", action="store_true",
+                     help="skip the embedding maps (UMAP of item spaces)")
     run.add_argument("--if-missing", action="store_true",
                      help="do nothing when a run of this dataset and profile exists")
     lst = sub.add_parser("list", help="list the runs in a store directory")
@@ -85,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
                          dataset_options=parse_options(args.option, "--option"),
                          profile=args.profile, out=args.out, seed=args.seed,
                          run_id=args.run_id, task_options=parse_options(args.task, "--task"),
-                         methods=tuple(args.methods.split(",")) if args.methods else None)
+                         methods=tuple(args.methods.split(",")) if args.methods else None,
+                         maps=not args.no_maps)
     outcome = run(request)
     print(f"\nrun {outcome.run_id} -> {outcome.path}")
     print(format_stages(outcome.stages))

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from engine import __version__
 from engine.data.sources import load_dataset
 from engine.data.task import CTRTask, build_task
+from engine.maps import MapConfig, behavioural_vectors, build_maps, map_items
 from engine.methods import MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
@@ -37,6 +38,7 @@ class RunRequest:
     run_id: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None  # a subset of the profile's methods
+    maps: bool = True  # build the profile's embedding maps (UMAP) with the run
 
 
 @dataclass
@@ -75,6 +77,13 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
         results.extend(_run_method(spec, profile, task))
         stage(f"method:{spec.name}", t0)
 
+    maps = None
+    if profile.maps is not None and request.maps:
+        t0 = time.perf_counter()
+        maps = _maps(task, results, profile.maps, log)
+        stage("maps", t0, f"{maps[0]['entity_id'].nunique():,} items, "
+                          f"{maps[0]['space'].nunique()} spaces")
+
     t0 = time.perf_counter()
     metrics = _all_metrics(task, results)
     stage("metrics", t0)
@@ -89,6 +98,9 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
         writer.append("summary", as_float_summary(summary))
         _write_data(writer, task)
         _write_results(writer, task, results)
+        if maps is not None:
+            writer.write_frame("embeddings", maps[0])
+            writer.write_frame("map_agreement", maps[1])
         writer.append("metrics", metrics)
         stage("store", t0)
         writer.append("stages", pd.DataFrame(stages, columns=["stage", "seconds", "detail"]))
@@ -105,6 +117,24 @@ def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> list[Metho
 def result_rows(task: CTRTask, result: MethodResult, split: str) -> np.ndarray:
     """The task rows a result's probabilities belong to (the whole split by default)."""
     return result.rows.get(split, task.index(split))
+
+
+def _maps(task: CTRTask, results: list[MethodResult], config: MapConfig,
+          log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Semantic (encoder, LLM) and behavioural (first CRM's item table) item spaces -> UMAP."""
+    from engine.models.encoder import Encoder
+    from engine.models.llm import LLM
+
+    items = map_items(task, config)
+    texts = items["text"].tolist()
+    spaces = {"semantic": Encoder().encode(texts)}
+    if config.llm_space:
+        spaces["llm"] = LLM().embed(texts)
+    crm = next((r for r in results if r.kind == "crm" and r.weights), None)
+    if crm is not None:
+        weights = next(iter(crm.weights.values()))
+        spaces["behavioural"] = behavioural_vectors(weights, items, task.schema.item_field)
+    return build_maps(items, spaces, config, log)
 
 
 def _all_metrics(task: CTRTask, results: list[MethodResult]) -> pd.DataFrame:

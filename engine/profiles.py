@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.data.task import TaskConfig
 from engine.errors import ConfigError
+from engine.maps import MapConfig
 from engine.methods.corella import CoReLLaConfig
 from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
@@ -31,6 +32,7 @@ class Profile:
     task: TaskConfig
     train: TrainConfig
     methods: tuple[MethodSpec, ...]
+    maps: MapConfig | None = None  # embedding maps built with the run (None: none)
 
 
 def _crms(options: dict[str, Any], names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
@@ -54,6 +56,7 @@ PROFILES: dict[str, Profile] = {
         methods=_crms(SMOKE_CRM, ("dcnv2", "deepfm")) + (_corella(
             SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
             answers=2, llm=LLMConfig(batch_size=8, max_length=256)),),
+        maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
     ),
     "demo": Profile(
         name="demo",
@@ -64,6 +67,7 @@ PROFILES: dict[str, Profile] = {
         methods=_crms({"embed_dim": 16}) + (_corella(
             {"embed_dim": 16}, stage2_samples=128, stage3_samples=128, analyse_valid=200,
             analyse_test=500),),
+        maps=MapConfig(),
     ),
     "full": Profile(
         name="full",
@@ -74,6 +78,7 @@ PROFILES: dict[str, Profile] = {
             {"embed_dim": 32}, stage2_samples=25_000, stage3_samples=25_000,
             analyse_valid=10_000, analyse_test=100_000, answers=200,
             llm=LLMConfig(batch_size=32)),),
+        maps=MapConfig(),
     ),
 }
 

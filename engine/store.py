@@ -45,9 +45,10 @@ SCHEMA = {
     "training_log": "method VARCHAR, stage VARCHAR, epoch INTEGER, metric VARCHAR, value DOUBLE",
 }
 # Frames written as they come (their columns are the dataset's); must be present in a run.
-FRAME_TABLES = ("users", "items", "samples", "interactions", "prompts")
+FRAME_TABLES = ("users", "items", "samples", "interactions", "prompts", "embeddings",
+                "map_agreement")
 # Per-method diagnostics the methods may return (CoReLLa routing, S-LLMR gates, ...).
-DIAGNOSTIC_TABLES = ("routing", "gates", "prompt_usage", "cot", "neighbours", "embeddings")
+DIAGNOSTIC_TABLES = ("routing", "gates", "prompt_usage", "cot", "neighbours")
 
 
 def check_run_id(run_id: str) -> str:
@@ -311,6 +312,63 @@ class RunReader:
         if table not in FRAME_TABLES + DIAGNOSTIC_TABLES:
             raise StoreError(f"unknown table {table!r}")
         return self.query(f"SELECT * FROM {table}")
+
+    # Case browser reads: a few rows at a time. Only fixed SQL fragments are joined; every
+    # value (ids, splits, methods) is a bound parameter. Ids compare as text.
+    def samples_for(self, *, user: str | None = None, item: str | None = None,
+                    splits: list[str] | None = None,
+                    sample_ids: list[int] | None = None) -> pd.DataFrame:
+        """Samples of one user and/or item, in some splits and/or with some ids, by time."""
+        clauses, params = ["TRUE"], []
+        if user is not None:
+            clauses.append('CAST("user" AS VARCHAR) = ?')
+            params.append(str(user))
+        if item is not None:
+            clauses.append('CAST("item" AS VARCHAR) = ?')
+            params.append(str(item))
+        if splits is not None:
+            clauses.append("list_contains(?::VARCHAR[], split)")
+            params.append([str(s) for s in splits])
+        if sample_ids is not None:
+            clauses.append("sample_id IN (SELECT UNNEST(?::BIGINT[]))")
+            params.append([int(i) for i in sample_ids])
+        return self.query("SELECT * FROM samples WHERE " + " AND ".join(clauses)
+                          + " ORDER BY timestamp, sample_id", params)
+
+    def history(self, user: str) -> pd.DataFrame:
+        """Every rating of one user (the interactions table), oldest first."""
+        return self.query('SELECT * FROM interactions WHERE CAST("user" AS VARCHAR) = ? '
+                          "ORDER BY timestamp, item", [str(user)])
+
+    def predictions_for(self, sample_ids: list[int]) -> pd.DataFrame:
+        """Long: sample_id, method, prob for these samples."""
+        return self.query("SELECT sample_id, method, prob FROM predictions "
+                          "WHERE sample_id IN (SELECT UNNEST(?::BIGINT[])) "
+                          "ORDER BY sample_id, method", [[int(i) for i in sample_ids]])
+
+    def routed_methods(self) -> list[str]:
+        """Methods with rows in the routing table (none when the run has no such table)."""
+        if not self.has_table("routing"):
+            return []
+        return self.query("SELECT DISTINCT method FROM routing ORDER BY method")[
+            "method"].tolist()
+
+    def routing_for(self, method: str, sample_ids: list[int] | None = None) -> pd.DataFrame:
+        """One routed method's routing rows (all, or these samples'); empty without routing."""
+        if not self.has_table("routing"):
+            return pd.DataFrame(columns=["method", "sample_id", "split", "label", "p_crm",
+                                         "p_llm", "entropy"])
+        sql, params = "SELECT * FROM routing WHERE method = ?", [method]
+        if sample_ids is not None:
+            sql += " AND sample_id IN (SELECT UNNEST(?::BIGINT[]))"
+            params.append([int(i) for i in sample_ids])
+        return self.query(sql + " ORDER BY sample_id", params)
+
+    def prompt_for(self, sample_id: int) -> str | None:
+        """The stored LLM prompt of one sample (test samples have one), else None."""
+        rows = self.query("SELECT prompt FROM prompts WHERE sample_id = ? LIMIT 1",
+                          [int(sample_id)])
+        return None if rows.empty else rows["prompt"].iloc[0]
 
     def load_weights(self, method: str) -> dict[str, Any]:
         row = self.query("SELECT weights_file FROM methods WHERE method = ?", [method])

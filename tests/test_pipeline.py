@@ -21,13 +21,14 @@ def reader(smoke_store):
 def test_store_holds_every_table(reader):
     tables = set(reader.tables())
     assert {"run", "stages", "summary", "users", "items", "samples", "interactions",
-            "prompts", "methods", "predictions", "metrics", "training_log"} <= tables
+            "prompts", "methods", "predictions", "metrics", "training_log", "routing",
+            "embeddings", "map_agreement"} <= tables
     info = reader.run_info()
     assert info["profile"] == "smoke" and info["dataset"] == "ml-100k"
     assert info["versions"]["torch"].startswith("2.13")
     stages = reader.stages()["stage"].tolist()
     assert stages == ["load", "task", "method:dcnv2", "method:deepfm", "method:corella",
-                      "metrics", "store"]
+                      "maps", "metrics", "store"]
 
 
 CORELLA = ["corella", "corella_budget20", "corella_crm", "corella_llm",
@@ -96,13 +97,14 @@ def test_cli_run_list_show(tmp_path, ml100k_dir, capsys):
     out = tmp_path / "runs"
     code = main(["run", "--path", str(ml100k_dir), "--profile", "smoke", "--out", str(out),
                  "--run-id", "cli-run", "--seed", "1", "--task", "min_history=4",
-                 "--methods", "dcnv2,deepfm"])
+                 "--methods", "dcnv2,deepfm", "--no-maps"])
     text = capsys.readouterr().out
     assert code == 0
     assert "test metrics" in text and "dcnv2" in text and "deepfm" in text
     runs = list_runs(out)
     assert runs["run_id"].tolist() == ["cli-run"]
     with open_run(out, "cli-run") as r:
+        assert not r.has_table("embeddings")  # --no-maps
         config = r.run_info()["config"]
         assert config["profile"]["task"]["min_history"] == 4
         assert config["profile"]["train"]["seed"] == 1
@@ -138,7 +140,7 @@ def test_same_seed_same_run(tmp_path, ml100k_dir):
     probs = []
     for i in range(2):
         outcome = run(RunRequest(path=str(ml100k_dir), profile="smoke", out=str(tmp_path),
-                                 run_id=f"s{i}", seed=7, methods=("dcnv2",)),
+                                 run_id=f"s{i}", seed=7, methods=("dcnv2",), maps=False),
                       log=lambda _: None)
         probs.append(outcome.results[0].probs["test"])
     np.testing.assert_allclose(probs[0], probs[1])

@@ -296,6 +296,19 @@ class LLM:
         return out
 
     @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, H) last-token final-layer states of plain texts (e.g. item descriptions)."""
+        seqs = self.tokenize(texts)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        out = np.zeros((len(seqs), self.hidden_size), dtype=np.float32)
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            _, (state,) = self.forward_ids([seqs[i] for i in rows], layers=[self.n_layers])
+            out[rows] = state.float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
     def score_naive(self, prompts: Sequence[str]) -> np.ndarray:
         """The baseline a user would write: one prompt at a time through the full model.
         Kept for the benchmark that shows what batching buys."""

@@ -1,0 +1,76 @@
+"""Embedding maps: items in the semantic spaces (encoder, LLM) and the behavioural space
+(the CRM's item embeddings), side by side. UMAP ran when the run was built."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from ui import maps
+from ui.common import require_run
+
+st.set_page_config(page_title="Embedding maps · Duet", page_icon=":material/scatter_plot:",
+                   layout="wide")
+st.title("Embedding maps")
+st.caption("Where items sit by meaning (semantic spaces) and by behaviour (the CRM's item "
+           "embeddings). Agreement: the share of an item's k nearest neighbours two spaces "
+           "have in common.")
+
+reader = require_run()
+if not reader.has_table("embeddings"):
+    st.info("This run has no embedding maps. Make a run without `--no-maps` (the demo "
+            "profile builds them).")
+    st.stop()
+mtime = reader.path.stat().st_mtime
+
+
+@st.cache_data(show_spinner="Reading the maps…", max_entries=4)
+def load(run_id: str, mtime: float, _reader) -> dict:
+    routing = _reader.frame("routing") if _reader.has_table("routing") else None
+    if routing is not None:
+        routing = routing[routing["method"] == "corella"]
+    samples = _reader.query("SELECT sample_id, item FROM samples")
+    return {"emb": _reader.frame("embeddings"), "agreement": _reader.frame("map_agreement"),
+            "signals": maps.item_signals(_reader.frame("items"), samples, routing)}
+
+
+data = load(reader.run_id, mtime, reader)
+spaces = sorted(data["emb"]["space"].unique())
+params = json.loads(data["emb"]["params"].iloc[0])
+c1, c2, c3 = st.columns(3)
+left = c1.selectbox("Left space", spaces, index=spaces.index("semantic")
+                    if "semantic" in spaces else 0, key="maps_left")
+right = c2.selectbox("Right space", spaces, index=spaces.index("behavioural")
+                     if "behavioural" in spaces else len(spaces) - 1, key="maps_right")
+colour = c3.selectbox("Colour by", maps.COLOURINGS, key="maps_colour")
+agreement = maps.pair_agreement(data["agreement"], left, right) if left != right else None
+
+picked_parts = []
+for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
+    frame = maps.space_frame(data["emb"], data["signals"], space, agreement)
+    fig = maps.scatter(frame, colour, f"{space} ({len(frame):,} items)")
+    event = column.plotly_chart(fig, key=f"maps_plot_{side}", on_select="rerun",
+                                selection_mode=("points", "box", "lasso"))
+    picked_parts.append(maps.selected_items(frame, event))
+picked = picked_parts[0] if not picked_parts[0].empty else picked_parts[1]
+if not picked.empty:
+    st.markdown(f"#### {len(picked)} selected items")
+    table = picked[["entity_id", "title", "genre", "popularity", "mean entropy",
+                    "CRM vs LLM"] + (["agreement"] if "agreement" in picked else [])]
+    st.dataframe(table, hide_index=True, key="maps_selected")
+    titles = dict(zip(table["entity_id"], table["title"]))
+    choice = st.selectbox("Open a case", table["entity_id"], key="maps_open_choice",
+                          format_func=lambda i: f"{i} · {titles[i]}")
+    if st.button("Open in the case browser", key="maps_open"):
+        st.session_state["cases_open_item"] = choice
+        st.switch_page("pages/3_Case_browser.py")
+else:
+    st.caption("Select points (click, box or lasso) to list those items and open a case.")
+
+if agreement is not None:
+    st.plotly_chart(maps.agreement_histogram(agreement, left, right, params["knn"]),
+                    key="maps_agreement")
+    st.caption(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; UMAP "
+               f"n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
+               f"metric={params['metric']}, seed={params['seed']}.")

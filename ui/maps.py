@@ -1,0 +1,87 @@
+"""Shaping the stored embedding maps for the page, and their figures (no Streamlit here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+COLOURINGS = ("genre", "popularity", "mean entropy", "CRM vs LLM")
+
+
+def item_signals(items: pd.DataFrame, samples: pd.DataFrame,
+                 routing: pd.DataFrame | None) -> pd.DataFrame:
+    """Per item: title, first genre, popularity and, where the LLM scored the item's samples,
+    the CRM's mean entropy and which model erred less on them (mean |p - label|)."""
+    out = items[["item", "title", "popularity"]].copy()
+    out["genre"] = [tags[0] if len(tags) else "(none)" for tags in items["tags"]]
+    out["long_tail"] = items["long_tail"].to_numpy() if "long_tail" in items else False
+    if routing is None or routing.empty:
+        out["mean entropy"] = np.nan
+        out["CRM vs LLM"] = "not scored"
+        return out
+    rows = routing.merge(samples[["sample_id", "item"]], on="sample_id")
+    rows["crm_err"] = (rows["p_crm"] - rows["label"]).abs()
+    rows["llm_err"] = (rows["p_llm"] - rows["label"]).abs()
+    per = rows.groupby("item").agg(entropy=("entropy", "mean"), crm_err=("crm_err", "mean"),
+                                   llm_err=("llm_err", "mean"), n=("sample_id", "size"))
+    per["winner"] = np.where(per["llm_err"] < per["crm_err"], "LLM better", "CRM better")
+    out = out.merge(per, left_on="item", right_index=True, how="left")
+    out["mean entropy"] = out.pop("entropy")
+    out["CRM vs LLM"] = out.pop("winner").fillna("not scored")
+    return out
+
+
+def space_frame(embeddings: pd.DataFrame, signals: pd.DataFrame, space: str,
+                agreement: pd.Series | None = None) -> pd.DataFrame:
+    """One space's points joined with the item signals (and agreement, when given)."""
+    points = embeddings[embeddings["space"] == space][["entity_id", "x", "y"]]
+    frame = points.merge(signals, left_on="entity_id", right_on="item", how="left")
+    if agreement is not None:
+        frame["agreement"] = frame["entity_id"].map(agreement)
+    return frame.reset_index(drop=True)
+
+
+def pair_agreement(agreement: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """Per item agreement of two spaces (order-free), indexed by item id."""
+    mask = ((agreement["space_a"] == a) & (agreement["space_b"] == b)) | (
+        (agreement["space_a"] == b) & (agreement["space_b"] == a))
+    return agreement[mask].set_index("entity_id")["agreement"]
+
+
+def scatter(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
+    hover = {"entity_id": True, "popularity": True, "x": False, "y": False}
+    if "agreement" in frame:
+        hover["agreement"] = ":.2f"
+    if colour == "popularity":
+        fig = px.scatter(frame, x="x", y="y", color=np.log1p(frame["popularity"]),
+                         hover_name="title", hover_data=hover,
+                         color_continuous_scale="Viridis", labels={"color": "log(1+pop.)"})
+    elif colour == "mean entropy":
+        fig = px.scatter(frame, x="x", y="y", color="mean entropy", hover_name="title",
+                         hover_data=hover, color_continuous_scale="Plasma", range_color=(0, 1))
+    else:
+        fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="title",
+                         hover_data=hover)
+    fig.update_traces(marker={"size": 6, "opacity": 0.8})
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=480,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, dragmode="lasso",
+                      legend={"orientation": "h", "y": -0.05})
+    return fig
+
+
+def agreement_histogram(values: pd.Series, a: str, b: str, k: int) -> go.Figure:
+    fig = px.histogram(values, nbins=min(k + 1, 20), range_x=(0, 1))
+    fig.update_layout(title=f"Agreement of {a} and {b}: shared share of {k} nearest "
+                            "neighbours per item", showlegend=False, height=300,
+                      xaxis_title="agreement", yaxis_title="items",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def selected_items(frame: pd.DataFrame, selection: dict | None) -> pd.DataFrame:
+    """Rows of `frame` picked by a plotly selection event (point indices per trace)."""
+    points = (selection or {}).get("selection", {}).get("points", [])
+    ids = {p.get("customdata", [None])[0] for p in points if p.get("customdata")}
+    return frame[frame["entity_id"].isin(ids)]
