@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import export
 from ui.common import cached_runs, choose_run, reader_for, runs_dir
 from ui.demo_run import demo_run_panel
 from ui.tables import METRIC_COLUMNS, dataset_summary, metrics_table, segment_table
@@ -40,16 +41,27 @@ with left:
 with right:
     st.markdown("#### Metrics")
     split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
-    st.dataframe(metrics_table(reader, split), hide_index=True, key="home_metrics",
-                 column_config=METRIC_COLUMNS)
+    headline = metrics_table(reader, split)
+    st.dataframe(headline, hide_index=True, key="home_metrics", column_config=METRIC_COLUMNS)
+    export.table_csv(headline, f"{info['run_id']}-{split}-metrics")
     st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): "
                "the LLM is the costly part. The router lab compares CRM, LLM and the routed "
                "mix on exactly the same samples.")
     st.markdown("#### Per segment")
     metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
-    st.dataframe(segment_table(reader, split, metric), hide_index=True, key="home_segments")
+    segments = segment_table(reader, split, metric)
+    st.dataframe(segments, hide_index=True, key="home_segments")
+    export.table_csv(segments, f"{info['run_id']}-{split}-{metric}-segments")
     st.caption("Cold-start users: fewer than 3 ratings up to the end of the train period. "
                "Long-tail items: bottom 20% by train-period popularity.")
+
+figures = st.session_state.get(export.REPORT_KEY, {})
+st.download_button(
+    "Download the run report (HTML)", key="home_report", on_click="ignore",
+    icon=":material/description:", file_name=f"duet-{info['run_id']}.html", mime="text/html",
+    data=lambda: export.report_html(info["run_id"], headline, figures).encode(),
+    help=f"The headline table and the {len(figures)} charts you have opened in this session "
+         "(open the router lab or the maps first to include theirs).")
 
 with st.expander("Stage timings"):
     st.dataframe(reader.stages(), hide_index=True, key="home_stages")

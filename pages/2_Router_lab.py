@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import routing
+from ui import export
 from ui import router_charts as charts
 from ui.common import require_run
 
@@ -104,15 +105,13 @@ def router() -> None:
             cols[3 * i + j].metric(f"{name} {label}", fmt(m[f"{who}_{key}"]))
 
     top_left, top_right = st.columns(2)
-    top_left.plotly_chart(charts.entropy_histogram(lab["hist"], threshold),
-                          key="router_hist")
-    top_right.plotly_chart(charts.quality_vs_share(lab["curve"], m["llm_share"],
-                                                   m["routed_auc"], m["crm_auc"], m["llm_auc"]),
-                           key="router_curve")
+    export.chart(charts.entropy_histogram(lab["hist"], threshold), "router_hist", top_left)
+    export.chart(charts.quality_vs_share(lab["curve"], m["llm_share"], m["routed_auc"],
+                                         m["crm_auc"], m["llm_auc"]), "router_curve", top_right)
     low_left, low_right = st.columns(2)
-    low_left.plotly_chart(charts.bucket_bars(lab["buckets"]), key="router_buckets")
-    low_right.plotly_chart(charts.reliability_diagram(lab["crm_rel"], lab["llm_rel"]),
-                           key="router_reliability")
+    export.chart(charts.bucket_bars(lab["buckets"]), "router_buckets", low_left)
+    export.chart(charts.reliability_diagram(lab["crm_rel"], lab["llm_rel"]),
+                 "router_reliability", low_right)
 
 
 router()

@@ -7,7 +7,7 @@ import json
 
 import streamlit as st
 
-from ui import maps
+from ui import export, maps
 from ui.common import require_run
 
 st.set_page_config(page_title="Embedding maps · Duet", page_icon=":material/scatter_plot:",
@@ -52,6 +52,8 @@ for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
     fig = maps.scatter(frame, colour, f"{space} ({len(frame):,} items)")
     event = column.plotly_chart(fig, key=f"maps_plot_{side}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"))
+    export.export_buttons(fig, f"maps_plot_{side}", column)
+    export.remember(f"maps_plot_{side}", f"Embedding map: {space}", fig)
     picked_parts.append(maps.selected_items(frame, event))
 picked = picked_parts[0] if not picked_parts[0].empty else picked_parts[1]
 if not picked.empty:
@@ -59,6 +61,7 @@ if not picked.empty:
     table = picked[["entity_id", "title", "genre", "popularity", "mean entropy",
                     "CRM vs LLM"] + (["agreement"] if "agreement" in picked else [])]
     st.dataframe(table, hide_index=True, key="maps_selected")
+    export.table_csv(table, "maps_selected")
     titles = dict(zip(table["entity_id"], table["title"]))
     choice = st.selectbox("Open a case", table["entity_id"], key="maps_open_choice",
                           format_func=lambda i: f"{i} · {titles[i]}")
@@ -69,8 +72,8 @@ else:
     st.caption("Select points (click, box or lasso) to list those items and open a case.")
 
 if agreement is not None:
-    st.plotly_chart(maps.agreement_histogram(agreement, left, right, params["knn"]),
-                    key="maps_agreement")
+    export.chart(maps.agreement_histogram(agreement, left, right, params["knn"]),
+                 "maps_agreement")
     st.caption(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; UMAP "
                f"n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
                f"metric={params['metric']}, seed={params['seed']}.")

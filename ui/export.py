@@ -1,0 +1,101 @@
+"""Chart and table export: every chart downloads as PNG, SVG (plotly + kaleido, which drives
+a headless Chromium) and self-contained HTML; tables as CSV; one HTML report per run.
+
+Images are rendered only when a button is clicked (Streamlit calls the data callable then),
+so drawing a page costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from collections.abc import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import streamlit as st
+
+REPORT_KEY = "export_figures"  # session: chart key -> (title, figure JSON) for the report
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser",
+                       "/usr/bin/google-chrome")
+
+
+def browser_path() -> str | None:
+    """The Chromium kaleido will drive (BROWSER_PATH wins), or None when there is none."""
+    if os.environ.get("BROWSER_PATH"):
+        return os.environ["BROWSER_PATH"]
+    for path in CHROMIUM_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    found = shutil.which("chromium")
+    return found
+
+
+def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
+    """PNG/SVG via kaleido (needs Chromium), HTML with plotly.js inlined (needs nothing)."""
+    if fmt == "html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+    path = browser_path()
+    if path is None:
+        raise RuntimeError("PNG/SVG export needs Chromium: apt-get install chromium")
+    os.environ.setdefault("BROWSER_PATH", path)
+    return fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
+
+
+def _lazy(fig: go.Figure, fmt: str) -> Callable[[], bytes]:
+    return lambda: figure_bytes(fig, fmt)
+
+
+def chart(fig: go.Figure, key: str, container=st, title: str | None = None):
+    """Draw a chart with its export buttons; remember it for the run report."""
+    event = container.plotly_chart(fig, key=key)
+    export_buttons(fig, key, container)
+    remember(key, title or _title(fig) or key, fig)
+    return event
+
+
+def export_buttons(fig: go.Figure, key: str, container=st) -> None:
+    images = browser_path() is not None
+    with container.popover("Export chart", icon=":material/download:"):
+        for fmt, mime in (("png", "image/png"), ("svg", "image/svg+xml"),
+                          ("html", "text/html")):
+            st.download_button(
+                fmt.upper(), data=_lazy(fig, fmt), file_name=f"{key}.{fmt}", mime=mime,
+                key=f"{key}_export_{fmt}", on_click="ignore",
+                disabled=fmt != "html" and not images,
+                help=None if fmt == "html" or images else "needs Chromium (apt-get install "
+                "chromium)")
+
+
+def table_csv(frame: pd.DataFrame, key: str, container=st, label: str = "CSV") -> None:
+    container.download_button(label, data=lambda: frame.to_csv(index=False).encode(),
+                              file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv",
+                              on_click="ignore", icon=":material/table:")
+
+
+def remember(key: str, title: str, fig: go.Figure) -> None:
+    st.session_state.setdefault(REPORT_KEY, {})[key] = (title, fig.to_json())
+
+
+def _title(fig: go.Figure) -> str:
+    text = fig.layout.title.text if fig.layout.title else None
+    return text or ""
+
+
+def report_html(run_id: str, headline: pd.DataFrame, figures: dict[str, tuple[str, str]]
+                ) -> str:
+    """One self-contained HTML file: the headline table, then every remembered chart."""
+    parts = [f"<h1>Duet run {html.escape(run_id)}</h1>", "<h2>Headline</h2>",
+             headline.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
+    first = True
+    for key, (title, fig_json) in figures.items():
+        fig = pio.from_json(fig_json)
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=key))
+        first = False
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}"
+             "table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Duet {html.escape(run_id)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
