@@ -19,7 +19,7 @@ def test_html_is_self_contained(fig):
     page = export.figure_bytes(fig, "html").decode()
     assert page.lower().startswith("<!doctype html>") and "AUC by model" in page
     assert "plotly.js" in page.lower() or "Plotly.newPlot" in page
-    assert "cdn.plot.ly" not in page  # inlined, works offline
+    assert 'src="https://cdn.plot.ly' not in page  # plotly.js inlined: works offline
 
 
 @pytest.mark.skipif(export.browser_path() is None, reason="needs Debian's chromium")
