@@ -66,7 +66,9 @@ if not picked.empty:
     choice = st.selectbox("Open a case", table["entity_id"], key="maps_open_choice",
                           format_func=lambda i: f"{i} · {titles[i]}")
     if st.button("Open in the case browser", key="maps_open"):
-        st.session_state["cases_open_item"] = choice
+        # the case browser's search box and match list open on this item
+        st.session_state["cases_query"] = choice
+        st.session_state["cases_match"] = f"item:{choice}"
         st.switch_page("pages/3_Case_browser.py")
 else:
     st.caption("Select points (click, box or lasso) to list those items and open a case.")

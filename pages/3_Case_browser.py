@@ -1,0 +1,242 @@
+"""Case browser: one user's or one item's samples with every method's probability, the CRM's
+entropy and the route at the shared threshold; and the hardest cases, each one click away."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import cases
+from ui.common import require_run
+
+MAX_MATCHES = 200
+MAX_PICKS = 1000
+
+st.set_page_config(page_title="Case browser · Duet", page_icon=":material/manage_search:",
+                   layout="wide")
+st.title("Case browser")
+st.caption("Look up a user or an item and see, sample by sample, what every method predicted "
+           "and where the router sent it; or start from the cases the models got worst.")
+
+reader = require_run()
+mtime = reader.path.stat().st_mtime
+state = st.session_state
+
+
+@st.cache_data(show_spinner="Reading users and items…", max_entries=4)
+def catalogue(run_id: str, mtime: float, _reader) -> dict:
+    return {"users": _reader.frame("users"), "items": _reader.frame("items"),
+            "methods": _reader.methods(), "routed": _reader.routed_methods()}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def case_reads(run_id: str, mtime: float, kind: str, ident: str, method: str | None,
+               _reader) -> dict:
+    samples = _reader.samples_for(**{kind: ident}, splits=cases.EVAL_SPLITS)
+    ids = samples["sample_id"].tolist()
+    out = {"samples": samples, "predictions": _reader.predictions_for(ids),
+           "routing": _reader.routing_for(method, ids) if method else None}
+    if kind == "user":
+        out["history"] = _reader.history(ident)
+        out["all_samples"] = _reader.samples_for(user=ident)
+    return out
+
+
+@st.cache_data(show_spinner="Reading the routed samples…", max_entries=4)
+def routed_reads(run_id: str, mtime: float, method: str, _reader) -> dict:
+    routing = _reader.routing_for(method)
+    ids = routing["sample_id"].tolist()
+    return {"samples": _reader.samples_for(sample_ids=ids),
+            "predictions": _reader.predictions_for(ids), "routing": routing}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def prompt_of(run_id: str, mtime: float, sample_id: int, _reader) -> str | None:
+    return _reader.prompt_for(sample_id)
+
+
+def column_config(table: pd.DataFrame) -> dict:
+    number = st.column_config.NumberColumn
+    config = {
+        "sample_id": number("Sample", format="%d"),
+        "split": st.column_config.TextColumn("Split"),
+        "time": st.column_config.DatetimeColumn("Time", format="YYYY-MM-DD HH:mm"),
+        "user": st.column_config.TextColumn("User"),
+        "item": st.column_config.TextColumn("Item"),
+        "title": st.column_config.TextColumn("Title"),
+        "rating": number("Rating", format="%.0f"),
+        "label": number("Label", format="%.0f", help="1 = a positive (liked) sample"),
+        "p": number("p", format="%.4f", help="the judged probability"),
+        "error": number("|p − label|", format="%.4f"),
+        "p_crm": number("p_crm", format="%.4f", help="the routed method's CRM"),
+        "p_llm": number("p_llm", format="%.4f", help="the routed method's LLM"),
+        "entropy": number("CRM entropy", format="%.3f",
+                          help="binary entropy of p_crm in bits (routed samples only)"),
+        "route": st.column_config.TextColumn(
+            "Route", help="LLM where the CRM entropy is above the threshold, else CRM"),
+        "answer": st.column_config.TextColumn("LLM answer", help="where the run stored it"),
+        "cold_user": st.column_config.CheckboxColumn("Cold-start user"),
+        "long_tail_item": st.column_config.CheckboxColumn("Long-tail item"),
+    }
+    for name in cases.method_columns(table):
+        config[name] = number(name, format="%.4f")
+    return config
+
+
+def samples_section(table: pd.DataFrame, what: str, ident: str) -> None:
+    if table.empty:
+        st.info(f"This {what} has no valid or test samples.")
+        return
+    st.markdown(f"#### Valid and test samples ({len(table):,})")
+    shown = table[cases.shown_columns(table)]
+    st.dataframe(shown, hide_index=True, key="cases_samples", column_config=column_config(shown),
+                 placeholder="–")
+    st.download_button("Download CSV", cases.to_csv(shown), file_name=f"{what}-{ident}.csv",
+                       mime="text/csv", key="cases_samples_csv", on_click="ignore")
+    titles = dict(zip(table["sample_id"], table["title"].fillna("")))
+    splits = dict(zip(table["sample_id"], table["split"]))
+    ids = table["sample_id"].tolist()
+    if state.get("cases_prompt_sample") not in splits:  # default: the first test sample
+        state["cases_prompt_sample"] = next((i for i in ids if splits[i] == "test"), ids[0])
+    sample = st.selectbox("Prompt of sample", ids, key="cases_prompt_sample",
+                          format_func=lambda i: f"#{i} · {splits[i]} · {titles[i]}")
+    with st.expander(f"Prompt of sample #{sample}"):
+        prompt = prompt_of(reader.run_id, mtime, int(sample), reader)
+        if prompt is None:
+            st.caption("No prompt stored for this sample (runs store test samples' prompts).")
+        else:
+            st.code(prompt, language=None, wrap_lines=True)
+
+
+def show_user(user: str, method: str | None, threshold: float) -> None:
+    reads = case_reads(reader.run_id, mtime, "user", user, method, reader)
+    history, samples = reads["history"], reads["all_samples"]
+    st.subheader(f"User {user}")
+    attrs = cases.user_attributes(catalog["users"], user)
+    if attrs:
+        st.markdown(" · ".join(f"{k} **{v}**" for k, v in attrs.items()))
+    cols = st.columns(4)
+    cols[0].metric("Ratings", f"{len(history):,}")
+    if not samples.empty and "user_train_ratings" in samples:
+        cols[1].metric("Train-period ratings", f"{int(samples['user_train_ratings'].iloc[0]):,}")
+    if not samples.empty and "cold_user" in samples:
+        cols[2].metric("Cold-start", "yes" if samples["cold_user"].any() else "no")
+    cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
+    if not history.empty:
+        line = cases.timeline(history, samples, catalog["items"])
+        st.plotly_chart(cases.timeline_figure(line, user), key="cases_timeline")
+    table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
+                             reads["routing"], threshold)
+    samples_section(table, "user", user)
+
+
+def show_item(item: str, method: str | None, threshold: float) -> None:
+    reads = case_reads(reader.run_id, mtime, "item", item, method, reader)
+    info = cases.item_info(catalog["items"], item)
+    st.subheader(f"Item {item} · {info.get('title', '')}")
+    if info.get("text"):
+        st.write(info["text"])
+    if info.get("tags"):
+        st.markdown("Tags: " + " · ".join(f"`{t}`" for t in info["tags"]))
+    cols = st.columns(4)
+    if "popularity" in info:
+        cols[0].metric("Popularity", f"{int(info['popularity']):,}",
+                       help="ratings in the train period")
+    if "long_tail" in info:
+        cols[1].metric("Long-tail", "yes" if bool(info["long_tail"]) else "no")
+    if info.get("decade"):
+        cols[2].metric("Decade", str(info["decade"]))
+    cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
+    table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
+                             reads["routing"], threshold)
+    samples_section(table, "item", item)
+
+
+def query_changed() -> None:  # a new search shows its best match at once
+    found = cases.search(catalog["users"], catalog["items"], state["cases_query"])
+    state["cases_match"] = found["key"].iloc[0] if len(found) else None
+
+
+def open_case(kind: str, ident: str, sample_id: int) -> None:
+    state["cases_query"] = ident
+    state["cases_match"] = f"{kind}:{ident}"
+    state["cases_prompt_sample"] = sample_id
+
+
+catalog = catalogue(reader.run_id, mtime, reader)
+routed = sorted(catalog["routed"], key=lambda m: (m != cases.DEFAULT_METHOD, m))
+top = st.columns([1, 2])
+method = None
+if routed:
+    method = top[0].selectbox("Routed method (entropy, route, LLM answer)", routed,
+                              key="cases_method")
+threshold, source = cases.shared_threshold(state.get("router_threshold"), catalog["methods"],
+                                           method or cases.DEFAULT_METHOD)
+if method:
+    where = "set in the router lab" if source == "router lab" else (
+        f"{source}; move it in the router lab")
+    top[1].caption(f"Route at entropy threshold **{threshold:.3f}** ({where}). Entropy above "
+                   "it: the LLM answers.")
+else:
+    top[1].caption("This run has no routed method, so no entropy or route columns.")
+
+left, right = st.columns([1, 2])
+query = left.text_input("Search users and items", key="cases_query", on_change=query_changed,
+                        placeholder="user id, item id or part of a title")
+matches = cases.search(catalog["users"], catalog["items"], query)
+options = matches.head(MAX_MATCHES)
+if state.get("cases_match") in set(matches["key"]) - set(options["key"]):  # keep the chosen
+    options = pd.concat([options, matches[matches["key"] == state["cases_match"]]])
+labels = dict(zip(options["key"], options["label"]))
+more = f", first {MAX_MATCHES} listed" if len(matches) > MAX_MATCHES else ""
+choice = right.selectbox(
+    f"Matches ({len(matches):,}{more})", options["key"].tolist(),
+    format_func=lambda k: labels.get(k, k), key="cases_match",
+    placeholder="type in the search box" if not query else "no match")
+picked = cases.parse_key(choice)
+if picked is None:
+    st.info("Search a user id, an item id or part of a title, or open one of the hardest "
+            "cases below.")
+elif picked[0] == "user":
+    show_user(picked[1], method, threshold)
+else:
+    show_item(picked[1], method, threshold)
+
+st.divider()
+st.subheader("Hardest cases")
+if not method:
+    st.info("The hardest cases need a routed method (such as CoReLLa): its CRM entropy says "
+            "how sure the CRM was. Make a run whose profile includes `corella`.")
+    st.stop()
+base = routed_reads(reader.run_id, mtime, method, reader)
+table = cases.case_table(base["samples"], catalog["items"], base["predictions"],
+                         base["routing"], threshold)
+c = st.columns([2, 2, 2, 2])
+judged = c[0].selectbox("Judge", list(cases.JUDGED), format_func=cases.JUDGED.get,
+                        key="cases_hard_judged", help="p, whose error |p − label| ranks cases")
+route = c[1].radio("Route", cases.ROUTES, horizontal=True, key="cases_hard_route")
+wrong = c[2].checkbox("Confident and wrong only", key="cases_hard_wrong",
+                      help="|p − label| > 0.5 while the CRM entropy is below the slider")
+max_entropy = c[2].slider("CRM entropy below", 0.0, 1.0, 0.5, 0.01, key="cases_hard_entropy",
+                          disabled=not wrong)
+segments = c[3].multiselect("Segment", list(cases.SEGMENTS), key="cases_hard_segments",
+                            placeholder="all samples")
+hard = cases.hardest_cases(table, judged=judged, route=route, wrong_only=wrong,
+                           max_entropy=max_entropy, segments=segments)
+st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples that `{method}` "
+           "analysed, worst first (click a header to sort).")
+st.dataframe(hard, hide_index=True, key="cases_hard", column_config=column_config(hard),
+             placeholder="–")
+st.download_button("Download CSV", cases.to_csv(hard), file_name=f"hardest-{method}.csv",
+                   mime="text/csv", key="cases_hard_csv", on_click="ignore")
+if not hard.empty:
+    rows = hard.head(MAX_PICKS).set_index("sample_id")
+    pick = st.selectbox("Open a case", rows.index.tolist(), key="cases_hard_pick",
+                        format_func=lambda i: f"#{i} · user {rows.at[i, 'user']} · "
+                                              f"{rows.at[i, 'title']} · error "
+                                              f"{rows.at[i, 'error']:.3f}")
+    a, b, _ = st.columns([1, 1, 4])
+    a.button("Open its user", key="cases_open_user", on_click=open_case,
+             args=("user", str(rows.at[pick, "user"]), int(pick)), icon=":material/person:")
+    b.button("Open its item", key="cases_open_item", on_click=open_case,
+             args=("item", str(rows.at[pick, "item"]), int(pick)), icon=":material/movie:")

@@ -1,0 +1,282 @@
+"""Case browser data shaping: pure pandas functions (and one plotly figure), no Streamlit.
+
+A "case table" has one row per evaluation sample: when, which item, the rating and label,
+every method's probability (one column per method), and for samples a routed method analysed
+(CoReLLa's routing table) the CRM's entropy, the route at a threshold and the LLM's answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from engine.routing import binary_entropy, method_settings
+
+DEFAULT_METHOD = "corella"
+DEFAULT_THRESHOLD = 0.5
+EVAL_SPLITS = ["valid", "test"]
+ROUTES = ("any", "LLM", "CRM")
+SEGMENTS = {"cold-start user": "cold_user", "long-tail item": "long_tail_item"}
+JUDGED = {"routed": "routed prediction (LLM where routed, else CRM)",
+          "p_crm": "CRM probability (p_crm)", "p_llm": "LLM probability (p_llm)"}
+BASE_COLUMNS = ["sample_id", "split", "time", "user", "item", "title", "rating", "label"]
+ROUTE_COLUMNS = ["entropy", "route", "answer"]
+HARD_COLUMNS = ["sample_id", "split", "time", "user", "item", "title", "rating", "label", "p",
+                "error", "p_crm", "p_llm", "entropy", "route", "cold_user", "long_tail_item",
+                "answer"]
+TIMELINE_KINDS = ["history only", "train", "valid", "test"]
+TIMELINE_COLOURS = {"history only": "#BAB0AC", "train": "#4C78A8", "valid": "#F58518",
+                    "test": "#E45756"}
+
+
+# --- threshold and routes ----------------------------------------------------------------
+
+def shared_threshold(state_value: Any, methods: pd.DataFrame | None,
+                     method: str = DEFAULT_METHOD) -> tuple[float, str]:
+    """The threshold every page shares: the router lab's (session state) when set, else the
+    routed method's configured one, else corella's, else 0.5. Returns (value, where from)."""
+    if isinstance(state_value, (int, float, np.number)) and not isinstance(state_value, bool):
+        return float(state_value), "router lab"
+    for name in dict.fromkeys([method, DEFAULT_METHOD]):
+        configured = method_settings(methods, name)["threshold"]
+        if configured is not None:
+            return float(configured), f"{name}'s configured threshold"
+    return DEFAULT_THRESHOLD, "default"
+
+
+def route_at(entropy: pd.Series, threshold: float) -> pd.Series:
+    """"LLM" where entropy > threshold, "CRM" where not, None where there is no entropy."""
+    entropy = pd.to_numeric(entropy, errors="coerce")
+    known = entropy.notna()
+    out = pd.Series([None] * len(entropy), index=entropy.index, dtype=object)
+    out[known] = np.where(entropy[known].to_numpy() > threshold, "LLM", "CRM")
+    return out
+
+
+def routed_prob(frame: pd.DataFrame) -> pd.Series:
+    """The routed method's output at the frame's routes: p_llm on "LLM", p_crm on "CRM"."""
+    out = pd.Series(np.nan, index=frame.index, dtype=float)
+    out[frame["route"] == "LLM"] = frame.loc[frame["route"] == "LLM", "p_llm"]
+    out[frame["route"] == "CRM"] = frame.loc[frame["route"] == "CRM", "p_crm"]
+    return out
+
+
+def confident_wrong(prob: pd.Series, label: pd.Series, entropy: pd.Series,
+                    max_entropy: float) -> pd.Series:
+    """Wrong (|p - label| > 0.5) although the CRM was sure (entropy < max_entropy).
+    Missing values are never confident and wrong."""
+    prob, label, entropy = (pd.to_numeric(s, errors="coerce") for s in (prob, label, entropy))
+    return ((prob - label).abs() > 0.5) & (entropy < max_entropy)
+
+
+# --- search ------------------------------------------------------------------------------
+
+def _natural_order(ids: pd.Series) -> pd.Series:
+    """Numeric ids sort as numbers ("2" before "10"); others after them, as text."""
+    numbers = pd.to_numeric(ids, errors="coerce")
+    return pd.Series(list(zip(numbers.isna(), numbers.fillna(0), ids)), index=ids.index)
+
+
+def _user_label(row: pd.Series) -> str:
+    attrs = " ".join(str(v) for k, v in row.items() if k != "user" and pd.notna(v))
+    return f"user {row['user']}" + (f" · {attrs}" if attrs else "")
+
+
+def search(users: pd.DataFrame, items: pd.DataFrame, query: str) -> pd.DataFrame:
+    """Users whose id starts with the query and items whose id starts with it or whose title
+    contains it (any case). Order: exact ids (user, item), other users, items by id prefix,
+    items by title; each group in id order.
+    Columns: key ("user:<id>" / "item:<id>"), kind, id, label."""
+    columns = ["key", "kind", "id", "label"]
+    q = (query or "").strip()
+    if not q:
+        return pd.DataFrame(columns=columns)
+    frames = []
+    uid = users["user"].astype(str)
+    hit = uid.str.startswith(q)
+    if hit.any():
+        found = users[hit].assign(user=uid[hit])
+        frames.append(pd.DataFrame({
+            "kind": "user", "id": uid[hit], "label": found.apply(_user_label, axis=1),
+            "rank": np.where(uid[hit] == q, 0, 2), "order": _natural_order(uid[hit])}))
+    iid = items["item"].astype(str)
+    titles = items["title"].astype(str) if "title" in items else iid
+    by_id = iid.str.startswith(q)
+    hit = by_id | titles.str.contains(q, case=False, regex=False)
+    if hit.any():
+        rank = np.where(iid[hit] == q, 1, np.where(by_id[hit], 3, 4))
+        frames.append(pd.DataFrame({
+            "kind": "item", "id": iid[hit], "label": "item " + iid[hit] + " · " + titles[hit],
+            "rank": rank, "order": _natural_order(iid[hit])}))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)
+    out = out.iloc[sorted(range(len(out)), key=lambda i: (out["rank"].iat[i],
+                                                          out["order"].iat[i]))]
+    out["key"] = out["kind"] + ":" + out["id"]
+    return out[columns].reset_index(drop=True)
+
+
+def parse_key(key: str | None) -> tuple[str, str] | None:
+    """"user:5" -> ("user", "5"); None for anything else."""
+    if not key or ":" not in key:
+        return None
+    kind, ident = key.split(":", 1)
+    return (kind, ident) if kind in ("user", "item") else None
+
+
+# --- case tables ---------------------------------------------------------------------------
+
+def as_time(values: pd.Series) -> pd.Series:
+    """Timestamps as datetimes: numbers are Unix seconds."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    if pd.api.types.is_numeric_dtype(values):
+        return pd.to_datetime(values, unit="s")
+    return pd.to_datetime(values, errors="coerce")
+
+
+def _titles(items: pd.DataFrame) -> dict[str, str]:
+    if "title" not in items:
+        return {}
+    return dict(zip(items["item"].astype(str), items["title"].astype(str)))
+
+
+def wide_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Long (sample_id, method, prob) -> one column per method, methods in name order."""
+    if predictions.empty:
+        return pd.DataFrame(index=pd.Index([], name="sample_id"))
+    wide = predictions.pivot_table(index="sample_id", columns="method", values="prob",
+                                   aggfunc="first")
+    wide.columns.name = None
+    return wide[sorted(wide.columns)]
+
+
+def case_table(samples: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataFrame,
+               routing: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """One row per sample, in the samples' order: BASE_COLUMNS, one probability column per
+    method, p_crm and p_llm, entropy / route / answer (routing of one method; None where the
+    sample has no routing row), cold_user and long_tail_item when the samples have them."""
+    frame = samples.reset_index(drop=True).copy()
+    frame["user"] = frame["user"].astype(str)
+    frame["item"] = frame["item"].astype(str)
+    frame["time"] = as_time(frame["timestamp"])
+    frame["title"] = frame["item"].map(_titles(items))
+    wide = wide_predictions(predictions)
+    methods = [m for m in wide.columns if m not in frame.columns]
+    frame = frame.join(wide[methods], on="sample_id")
+    route = pd.DataFrame({"sample_id": pd.Series(dtype="int64")})
+    if routing is not None and not routing.empty:
+        route = routing.drop_duplicates("sample_id").copy()
+        if "entropy" not in route:
+            route["entropy"] = binary_entropy(route["p_crm"].to_numpy())
+    for column in ("p_crm", "p_llm", "entropy", "answer"):
+        if column not in route:
+            route[column] = pd.Series(dtype=object if column == "answer" else float)
+    frame = frame.merge(route[["sample_id", "p_crm", "p_llm", "entropy", "answer"]],
+                        on="sample_id", how="left")
+    frame["route"] = route_at(frame["entropy"], threshold)
+    frame["answer"] = frame["answer"].astype(object).where(frame["answer"].notna(), None)
+    segments = [c for c in SEGMENTS.values() if c in frame]
+    return frame[BASE_COLUMNS + methods + ["p_crm", "p_llm"] + ROUTE_COLUMNS + segments]
+
+
+def method_columns(table: pd.DataFrame) -> list[str]:
+    fixed = set(BASE_COLUMNS + ROUTE_COLUMNS + ["p_crm", "p_llm"] + list(SEGMENTS.values()))
+    return [c for c in table.columns if c not in fixed]
+
+
+def shown_columns(table: pd.DataFrame) -> list[str]:
+    """What the user/item samples table shows: base, methods, entropy, route, answer."""
+    return BASE_COLUMNS + method_columns(table) + ROUTE_COLUMNS
+
+
+def hardest_cases(cases: pd.DataFrame, *, judged: str = "routed", route: str = "any",
+                  wrong_only: bool = False, max_entropy: float = 0.5,
+                  segments: Iterable[str] = ()) -> pd.DataFrame:
+    """Filter a case table (routed samples) to the hard ones, worst first.
+
+    `p` is the judged probability ("routed", "p_crm", "p_llm" or a method column) and
+    `error` = |p - label|. route: "any", "LLM" or "CRM" (at the table's threshold);
+    wrong_only keeps the confident and wrong (error > 0.5, CRM entropy < max_entropy);
+    segments (keys of SEGMENTS) must all hold. Sorted by error, largest first."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
+    frame = cases.copy()
+    frame["p"] = routed_prob(frame) if judged == "routed" else frame[judged].astype(float)
+    frame["error"] = (frame["p"] - frame["label"].astype(float)).abs()
+    keep = pd.Series(True, index=frame.index)
+    if route != "any":
+        keep &= frame["route"] == route
+    if wrong_only:
+        keep &= confident_wrong(frame["p"], frame["label"], frame["entropy"], max_entropy)
+    for name in segments:
+        keep &= frame[SEGMENTS[name]].fillna(False).astype(bool)
+    out = frame[keep].sort_values(["error", "sample_id"], ascending=[False, True],
+                                  na_position="last")
+    return out[[c for c in HARD_COLUMNS if c in out]].reset_index(drop=True)
+
+
+# --- one user, one item -------------------------------------------------------------------
+
+def user_attributes(users: pd.DataFrame, user: str) -> dict[str, Any]:
+    row = users[users["user"].astype(str) == str(user)]
+    if row.empty:
+        return {}
+    return {k: v for k, v in row.iloc[0].items() if k != "user"}
+
+
+def item_info(items: pd.DataFrame, item: str) -> dict[str, Any]:
+    """The item's row as a dict; tags as a plain list of strings."""
+    row = items[items["item"].astype(str) == str(item)]
+    if row.empty:
+        return {}
+    info = dict(row.iloc[0].items())
+    tags = info.get("tags")
+    if isinstance(tags, str):
+        try:
+            tags = json.loads(tags)
+        except ValueError:
+            tags = [tags]
+    if tags is not None and not isinstance(tags, str):
+        info["tags"] = [str(t) for t in list(tags)]
+    return info
+
+
+def timeline(history: pd.DataFrame, samples: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """A user's ratings over time: time, rating, item, title and kind (the split of the sample
+    the rating became, or "history only"), oldest first."""
+    frame = history.copy()
+    frame["item"] = frame["item"].astype(str)
+    frame["title"] = frame["item"].map(_titles(items))
+    split = samples.assign(item=samples["item"].astype(str))[["item", "timestamp", "split"]]
+    frame = frame.merge(split.drop_duplicates(["item", "timestamp"]),
+                        on=["item", "timestamp"], how="left")
+    frame["kind"] = frame["split"].fillna("history only").astype(str)
+    frame["time"] = as_time(frame["timestamp"])
+    return frame.sort_values(["timestamp", "item"])[
+        ["time", "rating", "item", "title", "kind"]].reset_index(drop=True)
+
+
+def timeline_figure(frame: pd.DataFrame, user: str) -> go.Figure:
+    kinds = [k for k in TIMELINE_KINDS if k in set(frame["kind"])]
+    kinds += sorted(set(frame["kind"]) - set(kinds))
+    fig = px.scatter(frame, x="time", y="rating", color="kind", hover_name="title",
+                     hover_data={"item": True, "kind": True, "time": "|%Y-%m-%d %H:%M"},
+                     category_orders={"kind": kinds}, color_discrete_map=TIMELINE_COLOURS)
+    fig.update_traces(marker={"size": 9, "opacity": 0.8})
+    fig.update_layout(title=f"Ratings of user {user} over time", xaxis_title="time",
+                      yaxis_title="rating", height=340, legend_title_text="",
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode("utf-8")
