@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -377,12 +376,6 @@ class RunReader:
         name = row.iloc[0, 0]
         path = self.path.parent / self.run_id / Path(name).name
         return load_file(path)
-
-
-def iter_tables(reader: RunReader) -> Iterator[tuple[str, int]]:
-    for table in reader.tables():
-        if table in SCHEMA or table in FRAME_TABLES or table in DIAGNOSTIC_TABLES:
-            yield table, int(reader.query(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
 
 
 def as_float_summary(values: dict[str, Any]) -> pd.DataFrame:

@@ -131,16 +131,12 @@ def _convert_recbole(wheel: Path, out: Path) -> None:
     rows = []
     for _, r in item.iterrows():
         genres = set(r.iloc[3].split())
-        # recbole splits "Children's" and "Film-Noir" by space already; keep those names
-        flags = ["1" if _recbole_has_genre(genres, g) else "0" for g in ML100K_GENRES]
+        # recbole's class field is space-separated genre names ("Children's", "Film-Noir")
+        flags = ["1" if g in genres else "0" for g in ML100K_GENRES]
         year = r.iloc[2]
         rows.append("|".join([r.iloc[0], f"{r.iloc[1]} ({year})" if year else r.iloc[1],
                               "", "", "", *flags]))
     (out / "u.item").write_text("\n".join(rows) + "\n", encoding="latin-1")
-
-
-def _recbole_has_genre(genres: set[str], name: str) -> bool:
-    return name in genres
 
 
 def load_ml1m(path: str | Path, *, extra_info: bool = True) -> Dataset:

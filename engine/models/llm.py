@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,8 +344,3 @@ class LLM:
         new = out[:, enc.input_ids.shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-
-def measure_prompts_per_s(llm: LLM, prompts: Sequence[str], naive: bool = False) -> float:
-    t0 = time.perf_counter()
-    (llm.score_naive if naive else llm.score)(prompts)
-    return len(prompts) / (time.perf_counter() - t0)
