@@ -8,19 +8,15 @@ import streamlit as st
 from engine import routing
 from ui import export
 from ui import router_charts as charts
-from ui.common import require_run
+from ui.common import page_header, require_run, require_table
 
-st.set_page_config(page_title="Router lab · Duet", page_icon=":material/alt_route:",
-                   layout="wide")
-st.title("Router lab")
-st.caption("CoReLLa routes a sample to the LLM when the CRM's click probability is uncertain: "
-           "binary entropy of p_crm (bits) above the threshold.")
-
+page_header("Router lab", ":material/alt_route:",
+            "CoReLLa routes a sample to the LLM when the CRM's click probability is uncertain: "
+            "binary entropy of p_crm (bits) above the threshold.")
 reader = require_run()
-if not reader.has_table("routing"):
-    st.info("This run has no routed method (such as CoReLLa), so there is nothing to route. "
-            "Make a run whose profile includes `corella` to use the router lab.")
-    st.stop()
+require_table(reader, "routing", "This run has no routed method (such as CoReLLa), so there "
+              "is nothing to route. Make a run whose profile includes `corella` to use the "
+              "router lab.")
 mtime = reader.path.stat().st_mtime
 
 

@@ -7,16 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from ui import cases
-from ui.common import require_run
+from ui.common import page_header, require_run
 
 MAX_MATCHES = 200
 MAX_PICKS = 1000
 
-st.set_page_config(page_title="Case browser · Duet", page_icon=":material/manage_search:",
-                   layout="wide")
-st.title("Case browser")
-st.caption("Look up a user or an item and see, sample by sample, what every method predicted "
-           "and where the router sent it; or start from the cases the models got worst.")
+page_header("Case browser", ":material/manage_search:",
+            "Look up a user or an item and see, sample by sample, what every method predicted "
+            "and where the router sent it; or start from the cases the models got worst.")
 
 reader = require_run()
 mtime = reader.path.stat().st_mtime

@@ -8,20 +8,15 @@ import json
 import streamlit as st
 
 from ui import export, maps
-from ui.common import require_run
+from ui.common import page_header, require_run, require_table
 
-st.set_page_config(page_title="Embedding maps · Duet", page_icon=":material/scatter_plot:",
-                   layout="wide")
-st.title("Embedding maps")
-st.caption("Where items sit by meaning (semantic spaces) and by behaviour (the CRM's item "
-           "embeddings). Agreement: the share of an item's k nearest neighbours two spaces "
-           "have in common.")
-
+page_header("Embedding maps", ":material/scatter_plot:",
+            "Where items sit by meaning (semantic spaces) and by behaviour (the CRM's item "
+            "embeddings). Agreement: the share of an item's k nearest neighbours two spaces "
+            "have in common.")
 reader = require_run()
-if not reader.has_table("embeddings"):
-    st.info("This run has no embedding maps. Make a run without `--no-maps` (the demo "
-            "profile builds them).")
-    st.stop()
+require_table(reader, "embeddings", "This run has no embedding maps. Make a run without "
+              "`--no-maps` (the demo profile builds them).")
 mtime = reader.path.stat().st_mtime
 
 

@@ -62,3 +62,17 @@ def require_run() -> RunReader:
                 "`python -m engine run --profile demo`.")
         st.stop()
     return reader_for(choose_run(runs))
+
+
+def page_header(title: str, icon: str, caption: str) -> None:
+    """Every page's config, title and one-line purpose."""
+    st.set_page_config(page_title=f"{title} · Duet", page_icon=icon, layout="wide")
+    st.title(title)
+    st.caption(caption)
+
+
+def require_table(reader: RunReader, table: str, message: str) -> None:
+    """Stop the page with `message` when the run lacks `table` (e.g. no routed method)."""
+    if not reader.has_table(table):
+        st.info(message)
+        st.stop()
