@@ -35,22 +35,22 @@ def progress_of(log: str) -> tuple[float, str]:
 
 
 def demo_run_panel(out: Path) -> None:
-    proc: subprocess.Popen | None = st.session_state.get(PROC_KEY)
-    if proc is None:
+    running: tuple[subprocess.Popen, Path] | None = st.session_state.get(PROC_KEY)
+    if running is None:
         if st.button("Start the demo run (ML-100k)", type="primary", key="home_start_demo"):
             out.mkdir(parents=True, exist_ok=True)
             log_path = out / ".demo-run.log"
             handle = log_path.open("w")
             proc = subprocess.Popen(demo_command(out), stdout=handle, stderr=subprocess.STDOUT,
                                     cwd=Path(__file__).resolve().parent.parent)
-            proc.log_path = log_path  # type: ignore[attr-defined]
-            st.session_state[PROC_KEY] = proc
+            st.session_state[PROC_KEY] = (proc, log_path)
             st.rerun()
         return
+    proc, log_path = running
     bar = st.progress(0.0, text="starting")
     tail = st.empty()
     while True:
-        log = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        log = log_path.read_text(errors="replace")
         lines = [ln for ln in log.replace("\r", "\n").splitlines() if "batch/s" not in ln]
         fraction, what = progress_of(log)
         bar.progress(min(fraction, 1.0), text=what)

@@ -61,3 +61,27 @@ def test_demo_progress_parsing(tmp_path):
     cmd = demo_command(tmp_path)
     assert cmd[1:] == ["-m", "engine", "run", "--dataset", "ml-100k", "--profile", "demo",
                        "--out", str(tmp_path)]
+
+
+def test_demo_panel_follows_a_failed_engine_process(monkeypatch, tmp_path):
+    """The panel reads the engine's log and reports its exit; the app trains nothing."""
+    import subprocess
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.pages import ROOT
+    from ui.demo_run import PROC_KEY
+
+    log = tmp_path / "demo.log"
+    log.write_text("[load] 0.2s\n[task] 1.0s\n[method 1/4] dcnv2\n")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    monkeypatch.setenv("DUET_RUNS_DIR", str(tmp_path / "none"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state[PROC_KEY] = (proc, log)
+    at.run()
+    assert not at.exception
+    assert "failed (exit 3)" in at.error[0].value
+    assert "[method 1/4] dcnv2" in at.code[0].value
+    assert PROC_KEY not in at.session_state
