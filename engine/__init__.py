@@ -1,3 +1,3 @@
 """Duet engine: data -> task -> models -> methods -> run store. Never imports Streamlit."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from engine import __version__
@@ -23,7 +24,7 @@ from engine.methods import MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
 from engine.profiles import MethodSpec, Profile, get_profile
-from engine.store import RunWriter, as_float_summary, new_run_id
+from engine.store import FEATURES_STEM, RunWriter, as_float_summary, new_run_id
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _all_metrics(task: CTRTask, results: list[MethodResult]) -> pd.DataFrame:
 
 
 def _write_data(writer: RunWriter, task: CTRTask) -> None:
-    writer.write_frame("users", task.users)
+    writer.write_frame("users", task.users.assign(idx=np.arange(1, len(task.users) + 1)))
     writer.write_frame("items", task.items)
     samples = task.samples.drop(columns=["user_idx", "item_idx"])
     writer.write_frame("samples", samples)
@@ -159,6 +160,23 @@ def _write_data(writer: RunWriter, task: CTRTask) -> None:
     writer.write_frame("prompts", pd.DataFrame({
         "sample_id": task.samples["sample_id"].to_numpy()[test_rows],
         "prompt": task.prompts(test_rows)}))
+    stem, tensors, metadata = feature_tensors(task)
+    writer.save_weights(stem, tensors, metadata)
+
+
+def feature_tensors(task: CTRTask) -> tuple[str, dict[str, torch.Tensor], dict[str, str]]:
+    """What engine.scoring needs to encode a new pair exactly as the task did: the per-entity
+    id tables, the rating levels, and (as metadata) the schema and prompt settings."""
+    codes = task.codes
+    tensors = {"user_codes": torch.from_numpy(codes.user_codes),
+               "item_codes": torch.from_numpy(codes.item_codes),
+               "item_tags": torch.from_numpy(codes.item_tags),
+               "rating_levels": torch.from_numpy(task.rating_levels.astype(np.float64))}
+    cfg = task.config
+    metadata = {"schema": _json(asdict(task.schema)), "click_threshold": str(task.click_threshold),
+                "prompt_template": cfg.prompt_template, "prompt_history": str(cfg.prompt_history),
+                "min_history": str(cfg.min_history)}
+    return FEATURES_STEM, tensors, metadata
 
 
 def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]) -> None:

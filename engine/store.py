@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from engine.errors import StoreError
@@ -27,6 +28,7 @@ from engine.errors import StoreError
 SCHEMA_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUFFIX = ".duckdb"
+FEATURES_STEM = "task-features"  # safetensors of the task's feature tables (engine.scoring)
 
 # Fixed tables; CREATE statements are built from these constants only.
 SCHEMA = {
@@ -150,11 +152,13 @@ class RunWriter:
         finally:
             self.con.unregister("frame_in")
 
-    def save_weights(self, stem: str, tensors: dict[str, Any]) -> str:
+    def save_weights(self, stem: str, tensors: dict[str, Any],
+                     metadata: dict[str, str] | None = None) -> str:
         """Save a state dict as safetensors (no pickle); returns the file name."""
         check_run_id(stem)
         name = f"{stem}.safetensors"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, self.paths.tmp_weights / name)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, self.paths.tmp_weights / name,
+                  metadata=metadata)
         return name
 
     def finish(self, total_seconds: float) -> None:
@@ -335,9 +339,11 @@ class RunReader:
                           + " ORDER BY timestamp, sample_id", params)
 
     def history(self, user: str) -> pd.DataFrame:
-        """Every rating of one user (the interactions table), oldest first."""
-        return self.query('SELECT * FROM interactions WHERE CAST("user" AS VARCHAR) = ? '
-                          "ORDER BY timestamp, item", [str(user)])
+        """Every rating of one user (the interactions table), oldest first; same-time ratings
+        keep the source's order, as the task builder does."""
+        frame = self.query('SELECT * FROM interactions WHERE CAST("user" AS VARCHAR) = ?',
+                           [str(user)])  # DuckDB scans in insertion (source) order
+        return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
     def predictions_for(self, sample_ids: list[int]) -> pd.DataFrame:
         """Long: sample_id, method, prob for these samples."""
@@ -369,13 +375,29 @@ class RunReader:
                           [int(sample_id)])
         return None if rows.empty else rows["prompt"].iloc[0]
 
-    def load_weights(self, method: str) -> dict[str, Any]:
+    def weight_files(self, method: str) -> list[str]:
+        """The safetensors stems a method saved (CoReLLa saves several)."""
         row = self.query("SELECT weights_file FROM methods WHERE method = ?", [method])
         if row.empty or not row.iloc[0, 0]:
-            raise StoreError(f"{self.path.name}: no weights for method {method!r}")
-        name = row.iloc[0, 0]
-        path = self.path.parent / self.run_id / Path(name).name
-        return load_file(path)
+            return []
+        return [Path(name).stem for name in row.iloc[0, 0].split(",")]
+
+    def load_weights(self, method: str, stem: str | None = None) -> dict[str, Any]:
+        """One state dict a method saved: `stem`, or the method's first file."""
+        stems = self.weight_files(method)
+        if not stems or (stem is not None and stem not in stems):
+            what = f"weights {stem!r}" if stem else "weights"
+            raise StoreError(f"{self.path.name}: no {what} for method {method!r}")
+        return self.load_tensors(stem or stems[0])[0]
+
+    def load_tensors(self, stem: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """A safetensors file of this run by stem (no pickle): tensors and metadata."""
+        path = self.path.parent / self.run_id / f"{check_run_id(stem)}.safetensors"
+        if not path.is_file():
+            raise StoreError(f"{self.path.name}: no stored tensors {stem!r} ({path})")
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(path), metadata
 
 
 def as_float_summary(values: dict[str, Any]) -> pd.DataFrame:

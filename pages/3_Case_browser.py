@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui import cases
 from ui.common import page_header, require_run
+from ui.pair_panel import pair_panel
 
 MAX_MATCHES = 200
 MAX_PICKS = 1000
@@ -199,6 +200,14 @@ elif picked[0] == "user":
     show_user(picked[1], method, threshold)
 else:
     show_item(picked[1], method, threshold)
+
+st.divider()
+st.subheader("Score a pair live")
+st.caption("Any user with any item, through the run's saved models: every CRM, and the routed "
+           "method's CRM, LLM and route at the shared threshold.")
+pair_panel(reader, catalog["users"], catalog["items"],
+           picked[1] if picked and picked[0] == "user" else None,
+           picked[1] if picked and picked[0] == "item" else None, method, threshold)
 
 st.divider()
 st.subheader("Hardest cases")

@@ -280,3 +280,19 @@ def timeline_figure(frame: pd.DataFrame, user: str) -> go.Figure:
 
 def to_csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode("utf-8")
+
+
+# --- live scoring ---------------------------------------------------------------------------
+
+def live_table(crm_scores: dict[str, float], routed: dict[str, Any] | None = None,
+               threshold: float | None = None) -> pd.DataFrame:
+    """One row per model for a live-scored pair: model, P(click), and for a routed method
+    (engine.scoring.RoutedScore by name) its LLM, CRM entropy and route at `threshold`."""
+    rows = [{"model": name, "p": p, "note": "CRM"} for name, p in crm_scores.items()]
+    for name, score in (routed or {}).items():
+        rows.append({"model": f"{name}_llm", "p": score.p_llm, "note": "LLM (base + LoRA)"})
+        rows.append({"model": name, "p": score.p,
+                     "note": f"routed to the {score.route}: CRM entropy {score.entropy:.3f} "
+                             f"{'>' if score.route == 'LLM' else '<='} threshold "
+                             f"{threshold:.3f}"})
+    return pd.DataFrame(rows, columns=["model", "p", "note"])

@@ -64,6 +64,26 @@ class FeatureSchema:
     n_rating_levels: int  # history rating ids 1..n (0 = padding)
 
 
+@dataclass(frozen=True)
+class EntityCodes:
+    """Per-user and per-item feature ids, row = user_idx / item_idx (row 0 = unknown).
+
+    A sample's sparse row is (user_idx, item_idx, user_codes[user_idx], item_codes[item_idx]);
+    a run stores these tables so a new user-item pair can be encoded exactly as training did.
+    """
+
+    user_codes: np.ndarray  # (n_users + 1, n_user_attributes) int64
+    item_codes: np.ndarray  # (n_items + 1, n_item_attributes) int64
+    item_tags: np.ndarray  # (n_items + 1, max_tags) int64 tag ids (0 pad)
+
+    def sparse_rows(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """(N, F) sparse ids in the schema's field order."""
+        user_idx, item_idx = np.asarray(user_idx), np.asarray(item_idx)
+        return np.concatenate([user_idx[:, None], item_idx[:, None],
+                               self.user_codes[user_idx], self.item_codes[item_idx]],
+                              axis=1).astype(np.int64)
+
+
 @dataclass
 class CTRTask:
     """Samples plus aligned numpy feature arrays; row i of every array is sample i."""
@@ -82,6 +102,7 @@ class CTRTask:
     schema: FeatureSchema
     rating_levels: np.ndarray  # rating value of level id l is rating_levels[l - 1]
     click_threshold: float
+    codes: EntityCodes | None = None  # what new pairs are encoded with (engine.scoring)
     build_seconds: float = 0.0
     split_index: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -109,21 +130,11 @@ class CTRTask:
     def prompts(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """Template text the LLM reads for each row (most recent `prompt_history` items)."""
         titles = self.items["title"].to_numpy()
-        binary = bool(self.rating_levels.max() <= 1)
-        n = self.config.prompt_history
-        out = []
-        for r in np.asarray(rows):
-            h_items = self.hist_items[r, -n:]
-            h_levels = self.hist_ratings[r, -n:]
-            keep = h_items > 0
-            history = format_history(
-                [titles[i - 1] for i in h_items[keep]],
-                [float(self.rating_levels[lv - 1]) for lv in h_levels[keep]],
-                binary,
-            )
-            target = titles[self.samples["item_idx"].iat[r] - 1]
-            out.append(render(self.config.prompt_template, history, target))
-        return out
+        target = self.samples["item_idx"].to_numpy()
+        return [sample_prompt(titles, self.rating_levels, self.hist_items[r],
+                              self.hist_ratings[r], int(target[r]), self.config.prompt_template,
+                              self.config.prompt_history)
+                for r in np.asarray(rows)]
 
     def summary(self) -> dict[str, float | int]:
         s = self.samples
@@ -135,6 +146,19 @@ class CTRTask:
         out["cold_user_test_share"] = float(s.loc[s["split"] == "test", "cold_user"].mean())
         out["long_tail_test_share"] = float(s.loc[s["split"] == "test", "long_tail_item"].mean())
         return out
+
+
+def sample_prompt(titles: np.ndarray, rating_levels: np.ndarray, hist_items: np.ndarray,
+                  hist_levels: np.ndarray, target_idx: int, template: str, n_history: int
+                  ) -> str:
+    """One sample's prompt: its `n_history` most recent history items (right-aligned rows of
+    item idx and rating level ids, 0 = padding) and the target item idx (titles[idx - 1])."""
+    h_items, h_levels = hist_items[-n_history:], hist_levels[-n_history:]
+    keep = h_items > 0
+    history = format_history([titles[i - 1] for i in h_items[keep]],
+                             [float(rating_levels[lv - 1]) for lv in h_levels[keep]],
+                             bool(rating_levels.max() <= 1))
+    return render(template, history, titles[target_idx - 1])
 
 
 def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:
@@ -200,8 +224,9 @@ def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:
     train_end = samples.loc[samples["split"] == "train", "timestamp"].max()
     _add_segments(samples, inter, items, u_all=users["user"], train_end=train_end, config=config)
 
-    sparse, fields = _sparse_features(samples, users, items, dataset)
     tag_matrix, n_tags = _tag_matrix(items)
+    codes, fields = _entity_codes(users, items, dataset, tag_matrix)
+    sparse = codes.sparse_rows(samples["user_idx"].to_numpy(), samples["item_idx"].to_numpy())
     schema = FeatureSchema(
         sparse_fields=tuple(fields), item_field=1, n_tags=n_tags,
         max_tags=tag_matrix.shape[1], history_len=k, n_rating_levels=len(levels),
@@ -212,7 +237,7 @@ def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:
         sparse=sparse, tags=tag_matrix[samples["item_idx"].to_numpy()],
         hist_items=hist_items, hist_ratings=hist_ratings,
         labels=samples["label"].to_numpy(dtype=np.float32).copy(), schema=schema,
-        rating_levels=levels, click_threshold=float(threshold),
+        rating_levels=levels, click_threshold=float(threshold), codes=codes,
     )
     task.build_seconds = time.perf_counter() - start
     return task
@@ -291,22 +316,25 @@ def _add_segments(samples: pd.DataFrame, inter: pd.DataFrame, items: pd.DataFram
         dict(zip(items["item"], items["popularity"]))).astype(np.int64)
 
 
-def _sparse_features(samples: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame,
-                     dataset: Dataset) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """user, item, then user and item attributes as ids (0 = unknown)."""
-    u_rows = samples["user_idx"].to_numpy() - 1
-    i_rows = samples["item_idx"].to_numpy() - 1
-    columns = [samples["user_idx"].to_numpy(), samples["item_idx"].to_numpy()]
+def _entity_codes(users: pd.DataFrame, items: pd.DataFrame, dataset: Dataset,
+                  tag_matrix: np.ndarray) -> tuple[EntityCodes, list[tuple[str, int]]]:
+    """user, item, then user and item attributes as ids (0 = unknown), one row per entity."""
     fields = [("user", len(users) + 1), ("item", len(items) + 1)]
+    user_cols, item_cols = [], []
     for attr in dataset.user_attributes:
         codes, uniq = pd.factorize(users[attr])
-        columns.append(codes[u_rows] + 1)
+        user_cols.append(np.concatenate([[0], codes + 1]))
         fields.append((f"user_{attr}", len(uniq) + 1))
     for attr in dataset.item_attributes:
         codes, uniq = pd.factorize(items[attr])
-        columns.append(codes[i_rows] + 1)
+        item_cols.append(np.concatenate([[0], codes + 1]))
         fields.append((f"item_{attr}", len(uniq) + 1))
-    return np.stack(columns, axis=1).astype(np.int64), fields
+
+    def table(cols: list[np.ndarray], n: int) -> np.ndarray:
+        return np.stack(cols, axis=1).astype(np.int64) if cols else np.zeros((n + 1, 0), np.int64)
+
+    return EntityCodes(table(user_cols, len(users)), table(item_cols, len(items)),
+                       tag_matrix), fields
 
 
 def _tag_matrix(items: pd.DataFrame) -> tuple[np.ndarray, int]:

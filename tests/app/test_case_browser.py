@@ -338,9 +338,49 @@ def test_run_without_routing(monkeypatch, tmp_path):
     at = run_page(monkeypatch, tmp_path)
     assert "no routed method" in at.caption[1].value
     assert "need a routed method" in at.info[-1].value
+    assert "cannot score new pairs" in at.info[-2].value  # no feature tables stored
     at.text_input(key="cases_query").input("u1").run()
     assert not at.exception, at.exception
     table = samples_table(at)
     assert table["sample_id"].tolist() == [10, 11]
     assert table["m1"].tolist() == [0.9, 0.8] and table["route"].isna().all()
     assert at.code[0].value == "Hello?"
+
+
+def test_live_table_names_the_route_and_the_threshold():
+    from engine.scoring import RoutedScore
+
+    routed = {"corella": RoutedScore(p_crm=0.4, p_llm=0.7, entropy=0.97, route="LLM", p=0.7)}
+    table = cases.live_table({"dcnv2": 0.31, "corella_crm": 0.4}, routed, threshold=0.9)
+    assert table["model"].tolist() == ["dcnv2", "corella_crm", "corella_llm", "corella"]
+    assert table["p"].tolist() == [0.31, 0.4, 0.7, 0.7]
+    assert table["note"].iat[3] == "routed to the LLM: CRM entropy 0.970 > threshold 0.900"
+    assert cases.live_table({"dcnv2": 0.5}).shape == (1, 3)
+
+
+def test_scoring_a_pair_live_uses_the_saved_models(monkeypatch, smoke_store, smoke):
+    from engine.scoring import PairScorer
+
+    user = smoke["user"]
+    at = run_page(monkeypatch, smoke_store, {"router_threshold": 2.0})  # nothing to the LLM
+    at.text_input(key="cases_query").input(user).run()
+    assert at.selectbox(key="cases_live_user").value == user  # follows the opened case
+    rated = set(smoke["samples"].loc[smoke["samples"]["user"].astype(str) == user, "item"]
+                .astype(str))
+    item = next(i for i in sorted(smoke["samples"]["item"].astype(str).unique())
+                if i not in rated)
+    at.selectbox(key="cases_live_item").set_value(item).run()
+    at.button(key="cases_live_score").click().run()
+    assert not at.exception, at.exception
+    live = next(d.value for d in at.dataframe if "note" in d.value.columns)
+    with open_run(smoke_store, "smoke-run") as reader:
+        scorer = PairScorer(reader)
+        pair = scorer.pair(user, item)
+        want = scorer.score_crms(pair)
+    got = dict(zip(live["model"], live["p"]))
+    for name, p in want.items():
+        assert got[name] == pytest.approx(p, abs=1e-6)
+    assert got["corella"] == pytest.approx(want["corella_crm"], abs=1e-6)  # routed to the CRM
+    assert 0 < got["corella_llm"] < 1
+    assert "routed to the CRM" in live["note"].iat[-1]
+    assert any(c.value == pair.prompt for c in at.code)

@@ -1,0 +1,97 @@
+"""The case browser's live-scoring panel: pick any user and item of the run and score the
+pair with the run's saved CRMs and LLM (engine.scoring), showing the prompt the LLM read."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import streamlit as st
+
+from engine.errors import DuetError, StoreError
+from engine.scoring import PairScorer
+from engine.store import RunReader
+from ui import cases
+
+RESULT_KEY = "cases_live_result"
+
+
+@st.cache_resource(show_spinner="Loading the run's feature tables…", max_entries=2)
+def scorer_for(path: str, mtime: float, _reader: RunReader) -> PairScorer:
+    """One scorer per run file version; its models load on first use and stay loaded."""
+    del path, mtime
+    return PairScorer(_reader)
+
+
+def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
+               default_user: str | None, default_item: str | None,
+               method: str | None, threshold: float) -> None:
+    state = st.session_state
+    try:
+        scorer = scorer_for(str(reader.path), reader.path.stat().st_mtime, reader)
+    except StoreError as exc:
+        st.info(f"This run cannot score new pairs: {exc}. Runs made with Duet 0.2 or later "
+                "store the feature tables it needs; make the run again.")
+        return
+    user_ids = users["user"].astype(str).tolist()
+    item_ids = items["item"].astype(str).tolist()
+    titles = dict(zip(item_ids, items["title"].astype(str)))
+    # the pickers follow the case opened above whenever that changes, else keep their value
+    opened = (default_user, default_item)
+    followed = state.get("cases_live_opened") != opened
+    state["cases_live_opened"] = opened
+    if default_user in user_ids and followed or state.get("cases_live_user") not in user_ids:
+        state["cases_live_user"] = default_user if default_user in user_ids else user_ids[0]
+    if default_item in item_ids and followed or state.get("cases_live_item") not in item_ids:
+        state["cases_live_item"] = default_item if default_item in item_ids else item_ids[0]
+    left, mid, right = st.columns([1, 2, 1])
+    user = left.selectbox("User", user_ids, key="cases_live_user")
+    item = mid.selectbox("Item", item_ids, key="cases_live_item",
+                         format_func=lambda i: f"{i} · {titles.get(i, '')}")
+    cutoff = right.date_input("History before (empty: all ratings)", value=None,
+                              key="cases_live_before",
+                              help="only the user's ratings before this day feed the models")
+    llm_methods = scorer.llm_methods()
+    routed = method if method in llm_methods else (llm_methods[0] if llm_methods else None)
+    ask_llm = st.toggle(f"Also ask `{routed}`'s LLM (loads it once, a few seconds)",
+                        value=True, key="cases_live_llm", disabled=routed is None)
+    if st.button("Score this pair", key="cases_live_score", icon=":material/bolt:"):
+        state[RESULT_KEY] = _score(scorer, user, item, cutoff, routed if ask_llm else None,
+                                   threshold)
+    result = state.get(RESULT_KEY)
+    if result is None:
+        return
+    if "error" in result:
+        st.error(result["error"])
+        return
+    pair = result["pair"]
+    st.markdown(f"**User {pair.user} × {pair.title}** · history: {len(pair.history)} "
+                f"rating(s){' before ' + str(result['cutoff']) if result['cutoff'] else ''}"
+                + (f" · the user rated it **{pair.own_rating:g}** in the data"
+                   if pair.own_rating is not None else ""))
+    st.dataframe(result["table"], hide_index=True, key="cases_live_table", column_config={
+        "model": "Model", "p": st.column_config.NumberColumn("P(click)", format="%.4f"),
+        "note": "How"})
+    with st.expander(f"The history the models saw ({len(pair.history)} ratings)"):
+        shown = pair.history.assign(time=cases.as_time(pair.history["timestamp"]))
+        st.dataframe(shown[["time", "item", "title", "rating"]], hide_index=True,
+                     key="cases_live_history")
+    with st.expander("The prompt the LLM read", expanded=routed is not None and ask_llm):
+        st.code(pair.prompt, language=None, wrap_lines=True)
+
+
+def _score(scorer: PairScorer, user: str, item: str, cutoff: date | None,
+           method: str | None, threshold: float) -> dict:
+    as_of = None
+    if cutoff is not None:
+        as_of = int(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC).timestamp())
+    try:
+        pair = scorer.pair(user, item, as_of=as_of)
+        crm = scorer.score_crms(pair)
+        routed = {}
+        if method is not None:
+            with st.spinner(f"Scoring with {method}'s LLM…"):
+                routed[method] = scorer.score_routed(pair, method, threshold)
+    except DuetError as exc:
+        return {"error": str(exc)}
+    return {"pair": pair, "cutoff": cutoff, "table": cases.live_table(crm, routed, threshold)}
