@@ -38,12 +38,12 @@ every model x library once more, trains one warm-up and one timed epoch over the
 `--probe-rows` training rows through the library's own training step and data path, and
 times one test pass after a warm-up one; the best round per library is the least disturbed.
 
-Diagnostic variants, not run by default (e.g. `--libs ...,fuxictr-fixlr,ours-fuxiinit`):
+Diagnostic variants, not run by default (e.g. `--libs ...,fuxictr-fixlr,ours-previnit`):
 `fuxictr-fixlr` is FuxiCTR with one change, the first-order (LR) table of the shared
 hist_items feature gets FuxiCTR's own N(0, 1e-4) embedding init instead of the N(0, 1) it is
-left with (see DIFFERENCES); `ours-fuxiinit` is our model and trainer with FuxiCTR's
-initialisation (embeddings N(0, 1e-4), Linear Xavier-normal, zero biases), `ours-fuxiemb` and
-`ours-fuxilinear` with only its embedding or only its Linear part.
+left with (see DIFFERENCES); `ours-previnit` is our model and trainer with the initialisation
+we had before 0.2 (embeddings N(0, 0.01), PyTorch-default Linear layers), which lost to
+FuxiCTR on ML-100k until we adopted FuxiCTR's scheme.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ DIFFERENCES = {
         "peers get TWO mean-pooled fields (hist_items sharing the item table, hist_ratings). "
         "Ours = their sum, so their DNN/cross input is 16 dims wider (10 fields x 16 vs 9 x 16); "
         "DeepFM's FM has one extra pair term <mean hist item, mean hist rating> in the peers.",
-        "init: ours N(0, 0.01) embeddings, PyTorch-default (Kaiming-uniform) Linear layers; "
-        "peers N(0, 1e-4) embeddings (their default).",
+        "init: ours N(0, 1e-4) embeddings, Linear Xavier-normal with zero biases (FuxiCTR's "
+        "scheme, our default since 0.2); peers N(0, 1e-4) embeddings (their default).",
         "data: ours index_select()s whole batches from in-memory tensors; peers go through "
         "their own torch DataLoader (per-row __getitem__ + default_collate).",
     ],
@@ -277,21 +277,19 @@ def n_params(model) -> int:
 # ours
 
 
-def fuxictr_style_init(model, embeddings: bool = True, linears: bool = True) -> None:
-    """Diagnostic: FuxiCTR's initialisation on our model - embeddings N(0, 1e-4) (padding
-    rows stay 0), every Linear Xavier-normal with zero bias (either part alone on request)."""
+def previous_init(model) -> None:
+    """Diagnostic: our initialisation before 0.2 - embeddings N(0, 0.01), PyTorch's default
+    (Kaiming-uniform) Linear layers. 0.2 adopted FuxiCTR's scheme (engine.models.features.
+    init_weights) after this comparison: see the README's Benchmarks section."""
     import torch
     from torch import nn
 
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.Embedding) and embeddings:
-                start = 1 if module.padding_idx == 0 else 0
-                nn.init.normal_(module.weight[start:], std=1e-4)
-            elif isinstance(module, nn.Linear) and linears:
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    module.bias.zero_()
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=1e-2)
+            elif isinstance(module, nn.Linear):
+                module.reset_parameters()
 
 
 def run_ours(task: CTRTask, model_name: str, seed: int, max_epochs: int, ctx: dict,
@@ -596,12 +594,8 @@ def run_fuxictr(task: CTRTask, model_name: str, seed: int, max_epochs: int, ctx:
 
 RUNNERS = {"ours": run_ours, "deepctr": run_deepctr, "fuxictr": run_fuxictr,
            "fuxictr-fixlr": functools.partial(run_fuxictr, fix_lr_init=True),
-           "ours-fuxiinit": functools.partial(run_ours, init=fuxictr_style_init),
-           "ours-fuxiemb": functools.partial(run_ours, init=functools.partial(
-               fuxictr_style_init, linears=False)),
-           "ours-fuxilinear": functools.partial(run_ours, init=functools.partial(
-               fuxictr_style_init, embeddings=False))}
-DIAGNOSTIC_LIBS = ("fuxictr-fixlr", "ours-fuxiinit", "ours-fuxiemb", "ours-fuxilinear")
+           "ours-previnit": functools.partial(run_ours, init=previous_init)}
+DIAGNOSTIC_LIBS = ("fuxictr-fixlr", "ours-previnit")
 
 
 # --------------------------------------------------------------------------------------------

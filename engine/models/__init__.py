@@ -12,6 +12,7 @@ from engine.errors import ConfigError
 from engine.models.dcnv2 import DCNv2, DCNv2Config
 from engine.models.deepfm import DeepFM, DeepFMConfig
 from engine.models.din import DIN, DINConfig
+from engine.models.features import init_weights
 
 CRM_REGISTRY: dict[str, tuple[type, type[nn.Module]]] = {
     "dcnv2": (DCNv2Config, DCNv2),
@@ -37,5 +38,6 @@ def crm_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
 
 
 def build_crm(name: str, schema: FeatureSchema, config: Any | None = None) -> nn.Module:
+    """A freshly initialised CRM (see init_weights; seed torch first for repeatable runs)."""
     config = crm_config(name) if config is None else config
-    return CRM_REGISTRY[name][1](schema, config)
+    return init_weights(CRM_REGISTRY[name][1](schema, config))

@@ -23,8 +23,6 @@ class FeatureEmbedding(nn.Module):
         self.tables = nn.ModuleList(nn.Embedding(v, dim) for _, v in schema.sparse_fields)
         self.tag_table = nn.Embedding(schema.n_tags, dim, padding_idx=0)
         self.rating_table = nn.Embedding(schema.n_rating_levels + 1, dim, padding_idx=0)
-        for table in [*self.tables, self.tag_table, self.rating_table]:
-            nn.init.normal_(table.weight, std=1e-2)  # small init: sparse ids overfit fast
 
     @property
     def n_fields(self) -> int:
@@ -56,3 +54,25 @@ def mlp(in_dim: int, hidden: tuple[int, ...], dropout: float) -> nn.ModuleList:
         blocks.append(nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)))
         in_dim = width
     return blocks
+
+
+EMBEDDING_INIT_STD = 1e-4
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module) -> nn.Module:
+    """Every CRM's initial weights: embeddings N(0, 1e-4) with padding rows at 0, Linear
+    layers Xavier-normal with zero bias (FuxiCTR's scheme). Measured with bench/peers.py over
+    3 seeds against our earlier N(0, 0.01) embeddings with PyTorch's default Linear init: test
+    AUC +0.004 (DCNv2) and +0.013 (DeepFM) on ML-100k, equal (-0.0003, within the spread) and
+    +0.001 on the ML-1M subset, with the best epoch reached 1-2 epochs sooner."""
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                module.bias.zero_()
+    return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -93,8 +94,8 @@ def test_stage2_moves_the_crm_but_not_stage1s(fitted):
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed  # joint training updated the CRM copy
     # the ablation routes with the untouched stage-1 CRM
-    np.testing.assert_allclose(method.p_crm_stage1_["test"],
-                               method.stage1_.predict(method.rows_["test"]))
+    np.testing.assert_allclose(method.p_crm_stage1_["test"],  # float32 batch-size rounding
+                               method.stage1_.predict(method.rows_["test"]), atol=1e-6)
 
 
 def test_results_and_routing_rows(fitted):
@@ -117,3 +118,31 @@ def test_results_and_routing_rows(fitted):
     assert {"corella_lora", "corella_crm", "corella_align"} == set(main.weights)
     assert all("lora_" in k for k in main.weights["corella_lora"])
     assert main.cost["llm_ms_per_sample"] > main.cost["crm_ms_per_sample"] > 0
+
+
+def test_item_vectors_before_and_after_the_alignment_projections(fitted):
+    task, method = fitted
+    vectors = method.results()[0].item_vectors
+    assert list(vectors) == ["corella: LLM state", "corella: CRM state", "corella: aligned LLM",
+                             "corella: aligned CRM"]
+    rows = np.concatenate([method.rows_["valid"], method.rows_["test"]])
+    items = np.sort(task.samples["item"].to_numpy()[rows])
+    for ids, matrix in vectors.values():
+        np.testing.assert_array_equal(ids, np.unique(items))
+        assert matrix.shape[0] == len(ids) and np.isfinite(matrix).all()
+    assert vectors["corella: LLM state"][1].shape[1] == method.llm_.hidden_size
+    assert vectors["corella: aligned LLM"][1].shape[1] == method.config.align_dim
+    # an item seen once keeps its sample's unit-norm projection; means of several are shorter
+    counts = pd.Series(items).value_counts()
+    single = np.isin(vectors["corella: aligned CRM"][0], counts[counts == 1].index)
+    norms = np.linalg.norm(vectors["corella: aligned CRM"][1], axis=1)
+    np.testing.assert_allclose(norms[single], 1.0, rtol=1e-5)
+    assert (norms <= 1 + 1e-5).all()
+    # the state really is the projection's input: re-project one single-sample item
+    item = vectors["corella: CRM state"][0][single][0]
+    row = rows[task.samples["item"].to_numpy()[rows] == item][0]
+    state = method.crm_(method.stage1_.tensors_.batch(torch.tensor([row])),
+                        return_hidden=True)[1][method.pairs_[-1][1]]
+    want = torch.nn.functional.normalize(method.align_.g_crm[-1](state), dim=-1)
+    got = vectors["corella: aligned CRM"][1][list(vectors["corella: aligned CRM"][0]).index(item)]
+    np.testing.assert_allclose(got, want.detach().numpy()[0], atol=1e-5)

@@ -101,3 +101,24 @@ def test_same_seed_same_predictions(task, tensors):
     np.testing.assert_allclose(a.probs["test"], b.probs["test"])
     assert a.kind == "crm" and set(a.probs) == {"valid", "test"}
     assert len(a.probs["test"]) == len(task.index("test"))
+
+
+@pytest.mark.parametrize("name", sorted(CRM_REGISTRY))
+def test_initial_weights_follow_the_scheme(name, task):
+    torch.manual_seed(0)
+    model = build_crm(name, task.schema, crm_config(name, {"embed_dim": 8}))
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert tables and linears
+    for table in tables:
+        weight = table.weight.detach()
+        if table.padding_idx is not None:
+            assert torch.count_nonzero(weight[table.padding_idx]) == 0
+        if weight.numel() > 500:  # big enough for the spread to show
+            assert 0.5e-4 < float(weight.std()) < 2e-4
+    for layer in linears:
+        assert torch.count_nonzero(layer.bias) == 0
+        fan_in, fan_out = layer.weight.shape[1], layer.weight.shape[0]
+        want = (2.0 / (fan_in + fan_out)) ** 0.5  # Xavier-normal's std
+        if layer.weight.numel() > 500:
+            assert float(layer.weight.detach().std()) == pytest.approx(want, rel=0.2)
