@@ -26,6 +26,8 @@ from engine.metrics import segment_metrics
 from engine.profiles import MethodSpec, Profile, get_profile
 from engine.store import FEATURES_STEM, RunWriter, as_float_summary, new_run_id
 
+MIN_MAP_ITEMS = 8  # fewer points than this make no meaningful UMAP
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -135,7 +137,35 @@ def _maps(task: CTRTask, results: list[MethodResult], config: MapConfig,
     if crm is not None:
         weights = next(iter(crm.weights.values()))
         spaces["behavioural"] = behavioural_vectors(weights, items, task.schema.item_field)
-    return build_maps(items, spaces, config, log)
+    coords, agreement = build_maps(items, spaces, config, log)
+    for result in results:  # a method's own item spaces (CoReLLa: before/after alignment)
+        extra = _method_spaces(items, result.item_vectors)
+        if extra is None:
+            continue
+        subset, vectors = extra
+        if len(subset) < MIN_MAP_ITEMS:
+            log(f"  {result.name}: {len(subset)} items with layer states; too few to map")
+            continue
+        more = build_maps(subset, vectors, config, log)
+        coords = pd.concat([coords, more[0]], ignore_index=True)
+        agreement = pd.concat([agreement, more[1]], ignore_index=True)
+    return coords, agreement
+
+
+def _method_spaces(items: pd.DataFrame, item_vectors: dict[str, tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[pd.DataFrame, dict[str, np.ndarray]] | None:
+    """The mapped items every one of a method's spaces covers, and their rows of each."""
+    if not item_vectors:
+        return None
+    common = set(items["item"])
+    for ids, _ in item_vectors.values():
+        common &= set(ids)
+    subset = items[items["item"].isin(common)].reset_index(drop=True)
+    vectors = {}
+    for space, (ids, matrix) in item_vectors.items():
+        position = pd.Index(ids).get_indexer(subset["item"])
+        vectors[space] = matrix[position]
+    return subset, vectors
 
 
 def _all_metrics(task: CTRTask, results: list[MethodResult]) -> pd.DataFrame:

@@ -74,3 +74,17 @@ if agreement is not None:
     st.caption(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; UMAP "
                f"n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
                f"metric={params['metric']}, seed={params['seed']}.")
+
+for method in maps.aligned_methods(spaces):
+    st.divider()
+    st.subheader(f"What {method}'s alignment changed")
+    summary = maps.alignment_summary(data["agreement"], method)
+    st.dataframe(summary, hide_index=True, key=f"maps_alignment_{method}", column_config={
+        "mean agreement": st.column_config.NumberColumn(format="%.3f"),
+        "median agreement": st.column_config.NumberColumn(format="%.3f")})
+    export.table_csv(summary, f"maps_alignment_{method}")
+    st.caption(f"Items are the mean of their samples that {method} analysed, at the last "
+               "aligned layer pair: the LLM's and the CRM's states as they are (before), and "
+               "their alignment projections g_llm / g_crm (after). Agreement: the share of k "
+               "nearest neighbours the two sides have in common. Pick the spaces "
+               f"`{method}: aligned LLM` and `{method}: aligned CRM` above to see the maps.")

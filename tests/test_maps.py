@@ -54,13 +54,26 @@ def test_smoke_run_stores_maps(smoke_store):
         items = reader.frame("items").set_index("item")
         stages = reader.stages()["stage"].tolist()
     assert "maps" in stages
-    assert set(emb["space"]) == {"semantic", "llm", "behavioural"}
+    aligned = ["corella: LLM state", "corella: CRM state", "corella: aligned LLM",
+               "corella: aligned CRM"]
+    assert set(emb["space"]) == {"semantic", "llm", "behavioural", *aligned}
     per_space = emb.groupby("space")["entity_id"].nunique()
-    assert (per_space == 60).all()
+    assert (per_space[["semantic", "llm", "behavioural"]] == 60).all()
+    # CoReLLa's spaces: the mapped items among those its analysed samples cover, all alike
+    with open_run(smoke_store, "smoke-run") as reader:
+        routing = reader.routing_for("corella")
+        analysed = reader.samples_for(sample_ids=routing["sample_id"].tolist())
+    covered = set(analysed["item"].astype(str)) & set(emb.loc[emb["space"] == "semantic",
+                                                           "entity_id"].astype(str))
+    for space in aligned:
+        assert set(emb.loc[emb["space"] == space, "entity_id"].astype(str)) == covered
+    assert len(covered) >= 8
     assert json.loads(emb["params"].iloc[0])["n_neighbors"] == 8
     # the 60 most popular items were mapped
     mapped = items.loc[emb["entity_id"].unique(), "popularity"]
     assert mapped.min() >= items["popularity"].sort_values().iloc[-60:].min()
-    assert set(zip(agreement["space_a"], agreement["space_b"])) == {
-        ("semantic", "llm"), ("semantic", "behavioural"), ("llm", "behavioural")}
-    assert agreement["agreement"].between(0, 1).all() and len(agreement) == 180
+    pairs = set(zip(agreement["space_a"], agreement["space_b"]))
+    assert pairs == {("semantic", "llm"), ("semantic", "behavioural"), ("llm", "behavioural")} | {
+        (a, b) for i, a in enumerate(aligned) for b in aligned[i + 1:]}
+    assert agreement["agreement"].between(0, 1).all()
+    assert len(agreement) == 180 + 6 * len(covered)

@@ -85,3 +85,23 @@ def selected_items(frame: pd.DataFrame, selection: dict | None) -> pd.DataFrame:
     points = (selection or {}).get("selection", {}).get("points", [])
     ids = {p.get("customdata", [None])[0] for p in points if p.get("customdata")}
     return frame[frame["entity_id"].isin(ids)]
+
+
+ALIGNMENT_PAIRS = {"before: LLM state vs CRM state": ("LLM state", "CRM state"),
+                   "after: aligned LLM vs aligned CRM": ("aligned LLM", "aligned CRM")}
+
+
+def aligned_methods(spaces: list[str]) -> list[str]:
+    """Methods that stored before/after-alignment spaces ("<method>: aligned LLM")."""
+    return sorted({s.split(": ")[0] for s in spaces if s.endswith(": aligned LLM")})
+
+
+def alignment_summary(agreement: pd.DataFrame, method: str) -> pd.DataFrame:
+    """How much the LLM's and the CRM's item neighbourhoods agree before and after the
+    method's alignment projections: mean and median agreement and the items compared."""
+    rows = []
+    for label, (a, b) in ALIGNMENT_PAIRS.items():
+        values = pair_agreement(agreement, f"{method}: {a}", f"{method}: {b}")
+        rows.append({"comparison": label, "mean agreement": values.mean(),
+                     "median agreement": values.median(), "items": len(values)})
+    return pd.DataFrame(rows)

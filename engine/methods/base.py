@@ -26,6 +26,8 @@ class MethodResult:
     training_log: long frame (stage, epoch, metric, value).
     weights: file stem -> state dict, saved as safetensors beside the run.
     cost: train_seconds, infer_ms_per_1k (measured), llm_calls_per_1k.
+    item_vectors: extra item spaces for the embedding maps, name -> (item ids, (N, d)
+        vectors), e.g. CoReLLa's states before and after its alignment projections.
     """
 
     name: str
@@ -37,6 +39,7 @@ class MethodResult:
     diagnostics: dict[str, pd.DataFrame] = field(default_factory=dict)
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
+    item_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 class Method(ABC):

@@ -54,6 +54,7 @@ class CoReLLaConfig:
     analyse_valid: int = 200  # samples scored by both models for threshold choice and lab
     analyse_test: int = 800
     answers: int = 16  # generated answer texts kept for the case browser
+    map_states: int = 5000  # analysed samples per split whose layer states feed the maps
     budget: float = 0.2  # LLM share of the budget-routed variant
     ablation: bool = True  # also run without stage 2 (independently trained LLM)
     seed: int = 0
@@ -252,11 +253,20 @@ class CoReLLa(Method):
 
     # --- inference -------------------------------------------------------------------------
     def _score(self, llm: LLM, task: CTRTask, what: str) -> dict[str, np.ndarray]:
+        """P(click) of the analysed rows; the joint LLM also keeps its state at the last
+        aligned layer (the maps show it before and after the alignment projection)."""
         llm.for_inference()
         out = {}
+        layers = [self.pairs_[-1][0]] if what == "joint" else []
+        self.llm_states_: dict[str, np.ndarray] = {}
         t0 = time.perf_counter()
         for split in EVAL_SPLITS:
-            out[split] = llm.score(task.prompts(self.rows_[split]), progress=True)
+            prompts = task.prompts(self.rows_[split])
+            cap = self.config.map_states  # states cost N x hidden floats: keep a bounded part
+            p_kept, states = llm.score_with_states(prompts[:cap], layers, progress=True)
+            out[split] = np.concatenate([p_kept, llm.score(prompts[cap:], progress=True)])
+            if states:
+                self.llm_states_[split] = states[0]
         n = sum(len(r) for r in self.rows_.values())
         self.timings_[f"{what}_llm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         return out
@@ -269,6 +279,30 @@ class CoReLLa(Method):
         self.timings_["crm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         self.p_crm_stage1_ = {s: self.stage1_.probs_[s][np.searchsorted(task.index(s), r)]
                               for s, r in self.rows_.items()}
+
+    @torch.no_grad()
+    def item_vectors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per item (mean over its analysed samples): the last aligned LLM and CRM layer
+        states as they are, and their alignment projections g_llm / g_crm (unit-normalised,
+        as the loss compares them). Space name -> (item ids, vectors)."""
+        rows = np.concatenate([self.rows_[s][:self.config.map_states] for s in EVAL_SPLITS])
+        llm_state = torch.from_numpy(np.concatenate([self.llm_states_[s] for s in EVAL_SPLITS]))
+        j = self.pairs_[-1][1]
+        batch = self.stage1_.tensors_.batch(torch.from_numpy(rows))
+        self.crm_.eval()
+        crm_state = self.crm_(batch, return_hidden=True)[1][j].float()
+        spaces = {
+            "LLM state": llm_state,
+            "CRM state": crm_state,
+            "aligned LLM": nn.functional.normalize(self.align_.g_llm[-1](llm_state), dim=-1),
+            "aligned CRM": nn.functional.normalize(self.align_.g_crm[-1](crm_state), dim=-1),
+        }
+        items = self.task_.samples["item"].to_numpy()[rows]
+        out = {}
+        for space, vectors in spaces.items():
+            mean = pd.DataFrame(vectors.numpy()).groupby(items, sort=True).mean()
+            out[f"{self.name}: {space}"] = (mean.index.to_numpy(), mean.to_numpy(np.float32))
+        return out
 
     def _answers(self, task: CTRTask) -> dict[int, str]:
         rows = self.rows_["test"][: self.config.answers]
@@ -328,6 +362,7 @@ class CoReLLa(Method):
         }
         out[0].training_log = pd.DataFrame(self.log_, columns=["stage", "epoch", "metric",
                                                                "value"])
+        out[0].item_vectors = self.item_vectors()
         return out
 
     def _routed(self, name: str, p_crm: dict, p_llm: dict, threshold: float,

@@ -276,8 +276,16 @@ class LLM:
     def score(self, prompts: Sequence[str], batch_size: int | None = None,
               progress: bool = False) -> np.ndarray:
         """P(click) per prompt. Prompts are batched by token length so padding is small."""
+        return self.score_with_states(prompts, (), batch_size, progress)[0]
+
+    @torch.inference_mode()
+    def score_with_states(self, prompts: Sequence[str], layers: Sequence[int] = (),
+                          batch_size: int | None = None, progress: bool = False
+                          ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """P(click) per prompt and each requested layer's last-token state (N, H) float32."""
+        states = [np.zeros((len(prompts), self.hidden_size), np.float32) for _ in layers]
         if not prompts:
-            return np.zeros(0)
+            return np.zeros(0), states
         self.model.eval()
         seqs = self.tokenize(prompts)
         order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -290,9 +298,11 @@ class LLM:
             batches = tqdm(batches, desc="LLM scoring", unit="batch", leave=False)
         for start in batches:
             rows = order[start:start + size]
-            logit, _ = self.forward_ids([seqs[i] for i in rows])
+            logit, batch_states = self.forward_ids([seqs[i] for i in rows], layers)
             out[rows] = torch.sigmoid(logit).cpu().double().numpy()
-        return out
+            for target, state in zip(states, batch_states):
+                target[rows] = state.float().cpu().numpy()
+        return out, states
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:

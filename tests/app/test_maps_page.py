@@ -51,6 +51,33 @@ def test_page_draws_both_spaces(monkeypatch, smoke_store):
     assert any(f"Mean agreement {mean:.2f} over 60 items" in c.value for c in at.caption)
     at.selectbox(key="maps_colour").set_value("CRM vs LLM").run()
     assert not at.exception
+    # CoReLLa's before/after-alignment comparison, the same numbers as the stored agreement
+    summary = next(d.value for d in at.dataframe if "comparison" in d.value.columns)
+    want = maps.alignment_summary(agreement, "corella")
+    pd.testing.assert_frame_equal(summary.reset_index(drop=True), want)
+    assert at.subheader[-1].value == "What corella's alignment changed"
+    at.selectbox(key="maps_left").set_value("corella: aligned LLM")
+    at.selectbox(key="maps_right").set_value("corella: aligned CRM").run()
+    assert not at.exception
+    n = int(want["items"].iloc[1])
+    assert any(f"over {n} items" in c.value for c in at.caption)
+
+
+def test_alignment_summary_compares_before_and_after():
+    def rows(a, b, values):
+        return pd.DataFrame({"entity_id": list("xyz")[:len(values)], "space_a": f"m: {a}",
+                             "space_b": f"m: {b}", "k": 2, "agreement": values})
+
+    agreement = pd.concat([rows("LLM state", "CRM state", [0.0, 0.5, 0.1]),
+                           rows("aligned CRM", "aligned LLM", [1.0, 0.5, 0.6]),
+                           rows("LLM state", "aligned LLM", [0.9, 0.9, 0.9])])
+    out = maps.alignment_summary(agreement, "m")
+    assert out["comparison"].tolist() == ["before: LLM state vs CRM state",
+                                          "after: aligned LLM vs aligned CRM"]
+    assert out["mean agreement"].tolist() == pytest.approx([0.2, 0.7])
+    assert out["median agreement"].tolist() == pytest.approx([0.1, 0.6])
+    assert out["items"].tolist() == [3, 3]
+    assert maps.aligned_methods(["semantic", "m: aligned LLM", "m: LLM state", "n: x"]) == ["m"]
 
 
 def test_page_without_maps_says_so(monkeypatch, tmp_path, ml100k_dir):
