@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "e.g. dcnv2,corella")
     run.add_argument("--no-maps", action="store_true",
                      help="skip the embedding maps (UMAP of item spaces)")
+    run.add_argument("--no-llm-map", action="store_true",
+                     help="maps without the LLM item space (it costs one LLM pass per item)")
     run.add_argument("--if-missing", action="store_true",
                      help="do nothing when a run of this dataset and profile exists")
     lst = sub.add_parser("list", help="list the runs in a store directory")
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
                          profile=args.profile, out=args.out, seed=args.seed,
                          run_id=args.run_id, task_options=parse_options(args.task, "--task"),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
-                         maps=not args.no_maps)
+                         maps=not args.no_maps, llm_map=not args.no_llm_map)
     outcome = run(request)
     print(f"\nrun {outcome.run_id} -> {outcome.path}")
     print(format_stages(outcome.stages))

@@ -7,7 +7,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class RunRequest:
     task_options: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None  # a subset of the profile's methods
     maps: bool = True  # build the profile's embedding maps (UMAP) with the run
+    llm_map: bool = True  # include the LLM item space in the maps (one LLM pass per item)
 
 
 @dataclass
@@ -83,7 +84,8 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     maps = None
     if profile.maps is not None and request.maps:
         t0 = time.perf_counter()
-        maps = _maps(task, results, profile.maps, log)
+        map_config = profile.maps if request.llm_map else replace(profile.maps, llm_space=False)
+        maps = _maps(task, results, map_config, log)
         stage("maps", t0, f"{maps[0]['entity_id'].nunique():,} items, "
                           f"{maps[0]['space'].nunique()} spaces")
 

@@ -144,3 +144,12 @@ def test_same_seed_same_run(tmp_path, ml100k_dir):
                       log=lambda _: None)
         probs.append(outcome.results[0].probs["test"])
     np.testing.assert_allclose(probs[0], probs[1])
+
+
+def test_cli_maps_without_the_llm_space(tmp_path, ml100k_dir):
+    out = tmp_path / "runs"
+    assert main(["run", "--path", str(ml100k_dir), "--profile", "smoke", "--out", str(out),
+                 "--run-id", "no-llm-map", "--methods", "dcnv2", "--no-llm-map"]) == 0
+    with open_run(out, "no-llm-map") as r:
+        assert set(r.frame("embeddings")["space"]) == {"semantic", "behavioural"}
+        assert r.run_info()["config"]["request"]["llm_map"] is False
