@@ -29,6 +29,20 @@ def test_images_through_kaleido(fig, fmt, magic):
     assert data.startswith(magic) and len(data) > 1000
 
 
+@pytest.mark.skipif(export.browser_path() is None, reason="needs Debian's chromium")
+def test_exports_share_one_browser_and_png_is_double_scale(fig):
+    import struct
+
+    import kaleido
+
+    fig = go.Figure(fig).update_layout(width=400, height=300)
+    export.figure_bytes(fig, "svg")
+    assert export.start_image_server() and kaleido._global_server.is_running()
+    png = export.figure_bytes(fig, "png")
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (800, 600)  # scale 2 survives the persistent server
+
+
 def test_report_has_the_table_and_each_chart_once(fig):
     headline = pd.DataFrame({"Method": ["dcnv2", "corella"], "AUC": [0.7663, 0.7574]})
     other = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
