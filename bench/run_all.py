@@ -65,14 +65,20 @@ def markdown_tables(text: str) -> list[list[dict[str, str]]]:
 def run_one(name: str, argv: list[str]) -> dict:
     print(f"\n## {name}: {' '.join(Path(a).name if a == PY else a for a in argv)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # stdout (the tables) is echoed as it comes and kept; stderr (progress) goes straight out
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    returncode = proc.wait()
     seconds = time.perf_counter() - t0
-    print(proc.stdout, flush=True)
-    if proc.returncode:
-        print(f"FAILED ({proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
-    return {"command": argv[1:], "seconds": seconds, "returncode": proc.returncode,
-            "tables": markdown_tables(proc.stdout), "stdout": proc.stdout}
+    if returncode:
+        print(f"FAILED with exit code {returncode} after {seconds:.0f}s", flush=True)
+    stdout = "".join(lines)
+    return {"command": argv[1:], "seconds": seconds, "returncode": returncode,
+            "tables": markdown_tables(stdout), "stdout": stdout}
 
 
 def main() -> int:
