@@ -25,6 +25,10 @@ from engine.data.movielens import load_ml100k  # noqa: E402
 from engine.data.task import build_task  # noqa: E402
 from engine.models.llm import LLM, LLMConfig  # noqa: E402
 
+# LLM-CF style: reason about the user first, then answer
+COT_SUFFIX = ("Think step by step about what this user likes and whether the target item fits, "
+              "then answer yes or no. Reasoning:")
+
 
 def timed(fn, *args) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
@@ -37,6 +41,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--ml100k", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--cot-tokens", type=int, default=64,
+                        help="new tokens per prompt for the chain-of-thought generation")
     args = parser.parse_args()
     path = args.ml100k if Path(args.ml100k).is_dir() else None
     task = build_task(load_ml100k(path))
@@ -63,13 +69,37 @@ def main() -> None:
         diff = np.abs(probs - naive).max()
         corr = np.corrcoef(probs, naive)[0, 1]
         print(f"| {name} | {rate:.2f} | {rate / base:.2f}x | {diff:.4f} | {corr:.4f} |")
-    t0 = time.perf_counter()
-    answers = llm.generate(prompts[:8], max_new_tokens=16)
-    secs = time.perf_counter() - t0
-    new_tokens = sum(len(llm.tokenizer(a).input_ids) for a in answers)
-    print(f"\ngeneration (greedy, bf16, batch 8, 16 new tokens): {new_tokens / secs:.1f} "
-          "tokens/s")
+    print("\n| generation (greedy, bf16, batch 8, chat template) | new tokens | seconds | "
+          "tokens/s | example |")
+    print("|---|---:|---:|---:|---|")
+    for name, suffix, limit in (("yes/no answer", "Answer:", 16),
+                                ("chain of thought", COT_SUFFIX, args.cot_tokens)):
+        chats = [llm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.removesuffix("Answer:") + suffix}],
+            add_generation_prompt=True, tokenize=False) for p in prompts[:8]]
+        new_tokens, secs, text = generate(llm, chats, limit)
+        example = text.replace("|", "/").replace("\n", " ")[:80]
+        print(f"| {name} (up to {limit}) | {new_tokens} | {secs:.1f} | "
+              f"{new_tokens / secs:.1f} | {example} |")
 
+
+def generate(llm, texts: list[str], limit: int) -> tuple[int, float, str]:
+    """Greedy generation, left padded; returns real new tokens (pads and what follows EOS
+    excluded), seconds, and the first answer."""
+    import torch
+
+    llm.tokenizer.padding_side = "left"
+    enc = llm.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    llm.tokenizer.padding_side = "right"
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = llm.model.generate(**enc, max_new_tokens=limit, do_sample=False,
+                                 pad_token_id=llm.tokenizer.pad_token_id)
+    secs = time.perf_counter() - t0
+    new = out[:, enc.input_ids.shape[1]:]
+    eos = llm.tokenizer.eos_token_id
+    counts = [int((row != eos).cumprod(0).sum()) + int((row == eos).any()) for row in new]
+    return sum(counts), secs, llm.tokenizer.decode(new[0], skip_special_tokens=True).strip()
 
 if __name__ == "__main__":
     main()
