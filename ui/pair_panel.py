@@ -53,7 +53,7 @@ def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
                               help="only the user's ratings before this day feed the models")
     llm_methods = scorer.llm_methods()
     routed = method if method in llm_methods else (llm_methods[0] if llm_methods else None)
-    ask_llm = st.toggle(f"Also ask `{routed}`'s LLM (loads it once, a few seconds)",
+    ask_llm = st.toggle(f"Also ask `{routed}`'s LLM (loaded once per app process, ~10 s)",
                         value=True, key="cases_live_llm", disabled=routed is None)
     if st.button("Score this pair", key="cases_live_score", icon=":material/bolt:"):
         state[RESULT_KEY] = _score(scorer, user, item, cutoff, routed if ask_llm else None,

@@ -150,6 +150,15 @@ def test_open_a_case(server, page):
     opened.first.wait_for(timeout=30_000)
     assert page.get_by_text("Valid and test samples").count() > 0
     page.screenshot(path=str(SHOTS / "case_open.png"), full_page=True)
+    # score the opened user with an item live: the CRMs and CoReLLa's LLM (base + LoRA)
+    page.get_by_role("button", name="Score this pair").click()
+    page.get_by_text(re.compile(r"^User \S+ × ")).first.wait_for(timeout=180_000)
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="Error").count() == 0
+    prompt = page.locator('[data-testid="stCode"]').filter(has_text="Please predict whether")
+    assert prompt.count() > 0
+    page.screenshot(path=str(SHOTS / "case_live_score.png"), full_page=True)
 
 
 @pytest.mark.parametrize("fmt, magic", [("PNG", b"\x89PNG\r\n\x1a\n"), ("SVG", b"<svg")])
