@@ -71,6 +71,8 @@ class PairScorer:
         self.item_idx = dict(zip(items["item"].astype(str), items["idx"].astype(int)))
         self.titles = items.sort_values("idx")["title"].astype(str).to_numpy()
         self.methods = reader.methods()
+        # a stored run never changes: read each method's weight files once
+        self.stems = {m: reader.weight_files(m) for m in self.methods["method"]}
         self._crms: dict[str, nn.Module] = {}
         self._llms: dict[str, Any] = {}
 
@@ -81,7 +83,7 @@ class PairScorer:
         out = {}
         for row in self.methods.itertuples():
             config = json.loads(row.config) if row.config else {}
-            stems = self.reader.weight_files(row.method)
+            stems = self.stems[row.method]
             if row.kind == "crm" and "model" in config and row.method in stems:
                 out[row.method] = (config["model"], config.get("model_config", {}),
                                    row.method, row.method)
@@ -93,7 +95,7 @@ class PairScorer:
 
     def llm_methods(self) -> list[str]:
         """Methods that stored a LoRA adapter for their LLM (CoReLLa)."""
-        return [m for m in self.methods["method"] if f"{m}_lora" in self.reader.weight_files(m)]
+        return [m for m, stems in self.stems.items() if f"{m}_lora" in stems]
 
     # --- encoding -----------------------------------------------------------------------
     def pair(self, user: str, item: str, as_of: int | None = None) -> Pair:
