@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 
 from engine.data.sources import SOURCES
 from engine.errors import DuetError
+from engine.formatting import metrics_report
+from engine.options import split_pairs
 from engine.profiles import PROFILES
-
-SUMMARY_METRICS = ["auc", "logloss", "acc", "uauc"]
-
-
-def parse_options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
-    """key=value pairs; values parse as JSON when they can (numbers, lists), else strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DuetError(f"{flag} expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,9 +70,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run {mine['run_id'].iloc[0]} exists; nothing to do")
             return 0
     request = RunRequest(dataset=args.dataset, path=args.path, side_path=args.side,
-                         dataset_options=parse_options(args.option, "--option"),
+                         dataset_options=split_pairs(args.option, "--option"),
                          profile=args.profile, out=args.out, seed=args.seed,
-                         run_id=args.run_id, task_options=parse_options(args.task, "--task"),
+                         run_id=args.run_id, task_options=split_pairs(args.task, "--task"),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
                          maps=not args.no_maps, llm_map=not args.no_llm_map)
     outcome = run(request)
@@ -106,26 +90,16 @@ def format_stages(stages: list[tuple[str, float, str]]) -> str:
 def format_metrics(metrics: pd.DataFrame, results: list) -> str:
     """Test metrics per method (overall) plus AUC per segment."""
     test = metrics[metrics["split"] == "test"]
-    overall = test[test["segment"] == "all"].pivot(index="method", columns="metric",
-                                                   values="value")[SUMMARY_METRICS]
     cost = pd.DataFrame({r.name: r.cost for r in results}).T
-    formatters: dict[str, Any] = {m: "{:.4f}".format for m in SUMMARY_METRICS}
-    if "train_samples_per_s" in cost:
-        overall["train samples/s"] = cost["train_samples_per_s"]
-        formatters["train samples/s"] = "{:,.0f}".format
-    overall["train s"] = cost["train_seconds"]
-    formatters["train s"] = "{:.1f}".format
-    segments = test[test["metric"] == "auc"].pivot(index="method", columns="segment",
-                                                   values="value")
-    return ("\ntest metrics\n" + overall.to_string(formatters=formatters)
-            + "\n\ntest AUC per segment\n"
-            + segments.to_string(float_format=lambda v: f"{v:.4f}"))
+    return metrics_report(test, cost.apply(pd.to_numeric, errors="coerce"), "test")
 
 
 def _list(args: argparse.Namespace) -> int:
-    from engine.store import list_runs
+    from engine.store import list_runs, sweep_stale
 
-    runs = list_runs(args.out)
+    for path in sweep_stale(args.out):  # what killed writers left, with no live owner
+        print(f"removed stale {path}", file=sys.stderr)
+    runs = list_runs(args.out, sweep=False)
     if runs.empty:
         print(f"no runs in {args.out}; make one with: python -m engine run --profile demo")
     else:
@@ -136,7 +110,8 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from engine.store import open_run
 
-    with open_run(args.out, args.run_id) as reader:
-        table = reader.metrics_table()
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    # verify: read every value, so a damaged file says so instead of a half-printed table
+    with open_run(args.out, args.run_id, verify=True) as reader:
+        cost = reader.methods().set_index("method")
+        print(metrics_report(reader.metrics("test"), cost, "test"))
     return 0

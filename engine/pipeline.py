@@ -16,15 +16,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from engine import __version__
-from engine.data.sources import load_dataset
-from engine.data.task import CTRTask, build_task
+from engine import __version__, faults
+from engine.data.dataset import Dataset
+from engine.data.sources import check_source, load_dataset
+from engine.data.task import SPLITS, CTRTask, build_task
 from engine.maps import MapConfig, behavioural_vectors, build_maps, map_items
 from engine.methods import MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
 from engine.profiles import MethodSpec, Profile, get_profile
-from engine.store import FEATURES_STEM, RunWriter, as_float_summary, new_run_id
+from engine.store import FEATURES_STEM, RunClaim, RunWriter, as_float_summary, claim_run, new_run_id
 
 MIN_MAP_ITEMS = 8  # fewer points than this make no meaningful UMAP
 
@@ -56,9 +57,23 @@ class RunOutcome:
 
 
 def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutcome:
-    """Execute one run and commit it to the store; nothing is left behind on failure."""
+    """Execute one run and commit it to the store; nothing is left behind on failure.
+
+    The run id is claimed (and the runs directory checked) before any data is read, so a bad,
+    existing or busy id or an unusable --out fails at once, not after training."""
     profile = get_profile(request.profile, seed=request.seed,
                           task_overrides=request.task_options, methods=request.methods)
+    check_source(request.dataset, request.path, request.side_path, request.dataset_options)
+    claim = claim_run(request.out, request.run_id or new_run_id(request.dataset, profile.name))
+    try:
+        faults.point("load")
+        return _claimed_run(request, profile, claim, log)
+    finally:
+        claim.release()  # a no-op once the writer has published or aborted
+
+
+def _claimed_run(request: RunRequest, profile: Profile, claim: RunClaim,
+                 log: Callable[[str], None]) -> RunOutcome:
     stages: list[tuple[str, float, str]] = []
     start = time.perf_counter()
 
@@ -73,6 +88,8 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     t0 = time.perf_counter()
     task = build_task(dataset, profile.task)
     stage("task", t0, f"{len(task):,} samples")
+    for line in data_report(dataset, task, request):
+        log(line)
 
     results = []
     for number, spec in enumerate(profile.methods, start=1):
@@ -93,15 +110,16 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     metrics = _all_metrics(task, results)
     stage("metrics", t0)
 
-    run_id = request.run_id or new_run_id(dataset.name, profile.name)
     t0 = time.perf_counter()
-    with RunWriter(request.out, run_id) as writer:
+    with RunWriter(request.out, claim.run_id, claim=claim) as writer:
         writer.write_run(dataset=dataset.name, profile=profile.name, source=dataset.source,
                          seed=request.seed, config=_run_config(request, profile),
                          versions=versions())
         summary = {**dataset.summary(), **task.summary()}
         writer.append("summary", as_float_summary(summary))
+        writer.append("notes", notes_frame(dataset, task))
         _write_data(writer, task)
+        faults.point("store")  # the store write half done
         _write_results(writer, task, results)
         if maps is not None:
             writer.write_frame("embeddings", maps[0])
@@ -110,7 +128,40 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
         stage("store", t0)
         writer.append("stages", pd.DataFrame(stages, columns=["stage", "seconds", "detail"]))
         writer.finish(time.perf_counter() - start)
-    return RunOutcome(run_id, writer.paths.db, stages, results, task, metrics)
+    return RunOutcome(claim.run_id, writer.paths.db, stages, results, task, metrics)
+
+
+def data_report(dataset: Dataset, task: CTRTask, request: RunRequest) -> list[str]:
+    """What the run trains on, printed before any training: users, items (with text),
+    samples per split, the click rule and the click rate per split, then every note."""
+    summary = {**dataset.summary(), **task.summary()}
+    duplicates = int(summary.get("duplicates_dropped", 0))
+    text = summary.get("items_with_text_share", 1.0)
+    lines = [
+        f"[data] {summary['users']:,} users · {summary['items']:,} items ({text:.0%} with "
+        f"text) · {summary['interactions']:,} ratings ({duplicates:,} exact duplicates "
+        "dropped)",
+        f"[splits] {len(task):,} samples: " + " · ".join(
+            f"{split} {summary[f'{split}_samples']:,}" for split in SPLITS),
+        f"[click rule] {click_rule(task.click_threshold, dataset, request)}; click rate "
+        + " · ".join(f"{split} {summary[f'{split}_click_rate']:.1%}" for split in SPLITS),
+    ]
+    return lines + [f"warning: {note}" for note in dataset.notes + task.notes]
+
+
+def click_rule(threshold: float, dataset: Dataset, request: RunRequest) -> str:
+    """'rating >= 4 (the ml-100k default)' and where a non-default value came from."""
+    rule = f"rating >= {threshold:g}" if dataset.rating_kind != "label" else "label == 1"
+    if "click_threshold" in request.task_options:
+        return f"{rule} (--task click_threshold)"
+    if "click_threshold" in request.dataset_options:
+        return f"{rule} (--option click_threshold)"
+    return f"{rule} (the {request.dataset} source's default)"
+
+
+def notes_frame(dataset: Dataset, task: CTRTask) -> pd.DataFrame:
+    return pd.DataFrame([("load", n) for n in dataset.notes] + [("task", n) for n in task.notes],
+                        columns=["stage", "message"])
 
 
 def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> list[MethodResult]:

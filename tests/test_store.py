@@ -1,14 +1,21 @@
-"""The run store: atomic commit, abort, read-only reader, safe ids, weights round trip."""
+"""The run store: atomic commit, abort, read-only reader, safe ids, weights round trip; the
+write protocol (claims, verification, sweeping) and damaged or renamed files."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from engine.errors import StoreError
-from engine.store import RunReader, RunWriter, check_run_id, list_runs, open_run
+from engine.store import SCHEMA, RunReader, RunWriter, check_run_id, claim_run, list_runs, open_run
 
 
 def write_small_run(out, run_id="r1", fail=False):
@@ -114,8 +121,10 @@ def test_unknown_tables_are_refused(tmp_path):
     path = write_small_run(tmp_path)
     with RunReader(path) as reader, pytest.raises(StoreError, match="unknown table"):
         reader.frame("run; DROP TABLE run")
-    with RunWriter(tmp_path, "other") as writer, pytest.raises(StoreError):
+    writer = RunWriter(tmp_path, "other")
+    with pytest.raises(StoreError, match="unknown table"):
         writer.write_frame("secrets", pd.DataFrame({"a": [1]}))
+    writer.abort()
 
 
 def test_store_file_is_plain_duckdb(tmp_path):
@@ -126,3 +135,198 @@ def test_store_file_is_plain_duckdb(tmp_path):
     con.close()
     assert {"run", "samples", "predictions", "metrics", "methods", "training_log",
             "stages", "summary"} <= tables
+
+
+# The write protocol (issue 10): claims, per-writer temporaries, verification before
+# publishing, sweeping what killed writers left, damaged and renamed files.
+
+def names(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_a_claimed_id_cannot_be_written_twice(tmp_path):
+    with claim_run(tmp_path, "x"):
+        with pytest.raises(StoreError, match=rf"^run id x is being written by pid "
+                                             rf"{os.getpid()} \(started "):
+            claim_run(tmp_path, "x")
+        with pytest.raises(StoreError, match="being written"):
+            RunWriter(tmp_path, "x")
+    write_small_run(tmp_path, "x")  # released: the id is free again
+    assert names(tmp_path) == ["x", "x.duckdb"]
+
+
+def test_temporaries_are_named_per_writer(tmp_path):
+    a, b = RunWriter(tmp_path, "a"), RunWriter(tmp_path, "b")
+    assert a.paths.token != b.paths.token
+    for writer in (a, b):
+        assert writer.paths.token.startswith(f"{os.getpid()}-")
+        assert writer.paths.tmp_db.is_file() and writer.paths.tmp_weights.is_dir()
+        assert writer.paths.token in writer.paths.tmp_db.name
+    a.abort()
+    b.abort()
+    assert names(tmp_path) == []
+
+
+def test_claim_checks_what_the_run_will_need(tmp_path, monkeypatch):
+    write_small_run(tmp_path, "taken")
+    with pytest.raises(StoreError, match="invalid run id"):
+        claim_run(tmp_path, "../x")
+    with pytest.raises(StoreError, match="run taken already exists"):
+        claim_run(tmp_path, "taken")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(StoreError, match="is a file, not a run store directory"):
+        claim_run(a_file, "x")
+    with pytest.raises(StoreError, match="cannot create the run store directory"):
+        claim_run(a_file / "below", "x")
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # root ignores chmod
+    with pytest.raises(StoreError, match="cannot write to the run store directory"):
+        claim_run(tmp_path / "read-only", "x")
+    assert names(tmp_path) == ["a-file", "read-only", "taken", "taken.duckdb"]
+
+
+def fill(writer, predictions=(0.2, 0.9)):
+    """write_small_run's content, finished but not committed."""
+    writer.write_run(dataset="toy", profile="smoke", source="memory", seed=0, config={},
+                     versions={})
+    writer.write_frame("samples", pd.DataFrame({"sample_id": [1, 2], "split": "test",
+                                                "label": [0.0, 1.0]}))
+    name = writer.save_weights("m", {"w": torch.ones(2)})
+    writer.append("methods", pd.DataFrame([{"method": "m", "kind": "crm", "weights_file": name}]))
+    writer.append("predictions", pd.DataFrame({"sample_id": [1, 2], "method": "m",
+                                               "prob": list(predictions)}))
+    writer.finish(1.0)
+    return writer
+
+
+def test_an_unfinished_run_is_never_published(tmp_path):
+    writer = RunWriter(tmp_path, "half")
+    writer.write_run(dataset="toy", profile="smoke", source="memory", seed=0, config={},
+                     versions={})
+    with pytest.raises(StoreError, match="half not published: the run was never finished"):
+        writer.commit()
+    assert names(tmp_path) == []
+
+
+def test_a_lost_row_or_a_bad_weight_file_blocks_publishing(tmp_path):
+    writer = fill(RunWriter(tmp_path, "lost"))
+    writer.rows["predictions"] += 1  # as if a write had silently gone missing
+    with pytest.raises(StoreError, match="table predictions has 2 rows, 3 were written"):
+        writer.commit()
+    writer = fill(RunWriter(tmp_path, "ghost"))
+    writer.append("methods", pd.DataFrame([{"method": "n", "weights_file": "n.safetensors"}]))
+    with pytest.raises(StoreError, match="weight file 'n.safetensors' does not open"):
+        writer.commit()
+    writer = fill(RunWriter(tmp_path, "torn"))
+    (writer.paths.tmp_weights / "m.safetensors").write_bytes(b"\x10\x00\x00")  # cut short
+    with pytest.raises(StoreError, match="weight file 'm.safetensors' does not open"):
+        writer.commit()
+    assert names(tmp_path) == []
+
+
+def fake_dead_writer(directory, run_id, *, between_renames=False):
+    """What a SIGKILLed writer leaves: its claim file (nobody holds its lock any more), its
+    temporaries, and after the first rename its published weights folder."""
+    token = "4242-deadbeef"
+    (directory / f".{run_id}.claim").write_text(json.dumps(
+        {"pid": 4242, "host": socket.gethostname(), "token": token, "started": "earlier"}))
+    (directory / f".{run_id}.{token}.duckdb.tmp").write_bytes(b"half a database")
+    (directory / f".{run_id}.{token}.duckdb.tmp.wal").write_bytes(b"log")
+    weights = directory / (run_id if between_renames else f".{run_id}.{token}.weights.tmp")
+    weights.mkdir()
+    (weights / "m.safetensors").write_bytes(b"x")
+
+
+def test_stale_debris_is_swept_and_a_live_writer_is_left_alone(tmp_path):
+    write_small_run(tmp_path, "good")
+    fake_dead_writer(tmp_path, "killed-in-store")
+    fake_dead_writer(tmp_path, "killed-between-renames", between_renames=True)
+    (tmp_path / ".old.duckdb.tmp").write_bytes(b"x")  # names from before per-writer tokens
+    (tmp_path / ".old.tmp").mkdir()
+    live = RunWriter(tmp_path, "live")
+    assert list_runs(tmp_path)["run_id"].tolist() == ["good"]  # sweeps
+    left = set(names(tmp_path)) - {"good", "good.duckdb"}
+    assert left and all(name.startswith(".live.") for name in left)
+    assert ".live.claim" in left and live.paths.tmp_db.name in left
+    live.abort()
+    assert names(tmp_path) == ["good", "good.duckdb"]
+    with open_run(tmp_path, "good", verify=True) as reader:
+        assert reader.predictions()["m"].tolist() == [0.2, 0.9]
+
+
+def test_the_next_run_sweeps_and_can_take_a_dead_writers_id(tmp_path):
+    fake_dead_writer(tmp_path, "a", between_renames=True)
+    fake_dead_writer(tmp_path, "b")
+    claim_run(tmp_path, "c").release()  # every run's start sweeps the folder
+    assert names(tmp_path) == []
+    fake_dead_writer(tmp_path, "a", between_renames=True)
+    write_small_run(tmp_path, "a")  # the dead writer's claim, temporaries and folder go
+    assert names(tmp_path) == ["a", "a.duckdb"]
+    with open_run(tmp_path, "a") as reader:
+        assert torch.equal(reader.load_weights("m")["w"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_a_renamed_run_file_is_found_by_its_file_name(tmp_path):
+    write_small_run(tmp_path, "orig")
+    (tmp_path / "orig.duckdb").rename(tmp_path / "renamed.duckdb")
+    runs = list_runs(tmp_path)
+    assert runs["run_id"].tolist() == ["renamed"] and runs["error"].tolist() == [""]
+    assert runs["note"].tolist() == ["renamed on disk; written as run orig"]
+    assert (tmp_path / "orig").is_dir()  # its weights folder is no debris
+    with open_run(tmp_path, "renamed") as reader:
+        info = reader.run_info()
+        assert info["run_id"] == "renamed" and info["stored_run_id"] == "orig"
+        assert torch.equal(reader.load_weights("m")["w"], torch.arange(6.0).reshape(2, 3))
+    with pytest.raises(StoreError, match=r"no run 'orig' in .* \(file renamed.duckdb was "
+                                         r"written as run orig\)"):
+        open_run(tmp_path, "orig")
+    with pytest.raises(StoreError, match="exists without its run file"):
+        claim_run(tmp_path, "orig")  # never over a renamed run's weights
+
+
+def test_damaged_files_are_listed_as_damaged(tmp_path):
+    good = write_small_run(tmp_path, "good")
+    for name, sql in [("dropped", "DROP TABLE samples"),
+                      ("short", "DELETE FROM predictions WHERE sample_id = 1"),
+                      ("unfinished", "UPDATE run SET total_seconds = NULL")]:
+        shutil.copy(good, tmp_path / f"{name}.duckdb")
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as con:
+            con.execute(sql)
+    errors = list_runs(tmp_path).set_index("run_id")["error"]
+    assert errors["good"] == ""
+    assert errors["dropped"] == "this run is damaged: dropped.duckdb: table samples is missing"
+    assert errors["short"] == ("this run is damaged: short.duckdb: table predictions has 1 "
+                               "rows, 2 were written")
+    assert errors["unfinished"] == ("this run is damaged: unfinished.duckdb: the run was never "
+                                    "finished (no total time)")
+    with pytest.raises(StoreError, match="^this run is damaged: dropped.duckdb"):
+        open_run(tmp_path, "dropped")
+
+
+def test_a_half_written_run_of_the_old_writer_is_damaged(tmp_path):
+    """Before the manifest: every table there but empty and no total time (issue 10's run)."""
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    for table, columns in SCHEMA.items():
+        con.execute(f"CREATE TABLE {table} ({columns})")
+    for table in ("users", "items", "samples", "interactions", "prompts"):
+        con.execute(f"CREATE TABLE {table} (a INTEGER)")
+    con.execute("INSERT INTO run (run_id) VALUES ('old')")
+    con.close()
+    assert list_runs(tmp_path)["error"].tolist() == [
+        "this run is damaged: old.duckdb: the run was never finished (no total time)"]
+
+
+def test_overwritten_bytes_are_found_by_verify(tmp_path):
+    with RunWriter(tmp_path, "big") as writer:
+        writer.write_run(dataset="toy", profile="smoke", source="memory", seed=0, config={},
+                         versions={})
+        n = 300_000
+        writer.append("predictions", pd.DataFrame({
+            "sample_id": np.arange(n), "method": "m", "prob": np.random.default_rng(0).random(n)}))
+        writer.finish(1.0)
+    path = tmp_path / "big.duckdb"
+    with path.open("r+b") as handle:  # the middle of the file: predictions' data blocks
+        handle.seek(path.stat().st_size // 2)
+        handle.write(b"\xff" * 8192)
+    with pytest.raises(StoreError, match=r"^this run is damaged: big.duckdb: .*[Cc]orrupt"):
+        open_run(tmp_path, "big", verify=True).close()

@@ -1,0 +1,20 @@
+"""Fault points for bench/fault_injection.py, which proves that a killed run leaves nothing half
+written. With the environment variable DUET_FAULT set to a point's name, the process kills
+itself with SIGKILL there (no cleanup, no exit handlers: what a power cut or the OOM killer
+does). Unset, which is always the case outside that script, a point costs one dict lookup.
+
+Points: "load" (the run id is claimed, no data read yet), "store" (the store write is half
+done), "renames" (the weights folder is published, the database not yet).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "DUET_FAULT"
+
+
+def point(name: str) -> None:
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
