@@ -3,6 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+QUOTE_CHARS = 200  # an error quotes at most this much of a bad value (a line can be 20 MB)
+MESSAGE_CHARS = 600  # and is never longer than this in all
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """repr() of a value for an error message, cut to about `limit` characters."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
+    """An error message as one line of bounded length (newlines folded, the middle cut)."""
+    text = " ".join(str(message).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 80]} ... {text[-60:]}"
 
 
 class DuetError(Exception):
@@ -31,7 +51,7 @@ class DataError(DuetError, ValueError):
         if field:
             where.append(f"field '{field}'")
         prefix = ", ".join(where)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        super().__init__(one_line(f"{prefix}: {message}" if prefix else message))
 
 
 class ConfigError(DuetError, ValueError):

@@ -71,7 +71,8 @@ def segment_masks(samples: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def segment_metrics(samples: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-    """Long table (segment, metric, value, n) for one model's probabilities on `samples`."""
+    """Long table (segment, metric, value, n, n_pos) for one model's probabilities on
+    `samples`; AUC and UAUC are NaN where a segment holds one label class."""
     rows = []
     labels = samples["label"].to_numpy()
     users = samples["user"].to_numpy()
@@ -79,6 +80,27 @@ def segment_metrics(samples: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
         n = int(mask.sum())
         if n == 0:
             continue
+        n_pos = int(labels[mask].sum())
         values = binary_metrics(labels[mask], probs[mask], users[mask])
-        rows += [(segment, name, value, n) for name, value in values.items()]
-    return pd.DataFrame(rows, columns=["segment", "metric", "value", "n"])
+        rows += [(segment, name, value, n, n_pos) for name, value in values.items()]
+    return pd.DataFrame(rows, columns=["segment", "metric", "value", "n", "n_pos"])
+
+
+LOW_N = 100  # a metric on fewer samples than this, or on fewer than LOW_CLASS of a class,
+LOW_CLASS = 10  # is shown as low-confidence
+
+
+def metric_caveat(metric: str, value: float, n: float, n_pos: float, split: str = "") -> str:
+    """Why a metric is missing or shaky, in a few words ("" when it is neither):
+    "one class in test", "no user with both labels", "low n: 42 samples, 3 positives"."""
+    where = f" in {split}" if split else ""
+    known = n == n and n_pos == n_pos  # NaN counts: a run that did not store them
+    if value != value:  # NaN
+        if known and (n_pos == 0 or n_pos == n):
+            return f"one class{where}"
+        if metric == "uauc":
+            return "no user with both labels"
+        return "undefined"
+    if known and (n < LOW_N or min(n_pos, n - n_pos) < LOW_CLASS):
+        return f"low n: {int(n):,} samples, {int(n_pos):,} positives"
+    return ""

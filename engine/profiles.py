@@ -5,7 +5,7 @@ Loaded as `Profile(**d)`-style dataclasses, so a typo in an override fails loudl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.data.task import TaskConfig
@@ -14,6 +14,7 @@ from engine.maps import MapConfig
 from engine.methods.corella import CoReLLaConfig
 from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
+from engine.options import override
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,9 @@ def get_profile(name: str, *, seed: int | None = None,
         profile = replace(profile, methods=tuple(m for m in profile.methods
                                                  if m.name in methods))
     task_overrides = dict(task_overrides or {})
-    valid = {f.name for f in fields(TaskConfig)}
-    unknown = sorted(set(task_overrides) - valid)
-    if unknown:
-        raise ConfigError(f"unknown task option(s) {unknown}; valid: {sorted(valid)}")
     if seed is not None:
         task_overrides["seed"] = seed
-        profile = replace(profile, train=replace(profile.train, seed=seed))
-    return replace(profile, task=replace(profile.task, **task_overrides))
+    task = override(profile.task, task_overrides, "--task", "the task")
+    if seed is not None:
+        profile = replace(profile, train=replace(profile.train, seed=task.seed))
+    return replace(profile, task=task)

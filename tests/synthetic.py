@@ -48,3 +48,16 @@ def write_ml100k(root: Path, n_users: int = 60, n_items: int = 80, per_user: tup
                   for u in range(n_users)]
     (root / "u.user").write_text("\n".join(user_lines) + "\n")
     return root
+
+
+def make_test_split_one_class(root: Path, rating: int = 5, share: float = 0.85) -> Path:
+    """Rewrite u.data so every rating after the `share` time quantile is `rating`: the test
+    split (and the end of valid) then holds one label class, as Amazon's 5-star skew does."""
+    path = root / "u.data"
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    cut = np.quantile([int(r[3]) for r in rows], share)
+    for r in rows:
+        if int(r[3]) > cut:
+            r[2] = str(rating)
+    path.write_text("\n".join("\t".join(r) for r in rows) + "\n")
+    return root

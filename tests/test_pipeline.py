@@ -112,7 +112,7 @@ def test_cli_run_list_show(tmp_path, ml100k_dir, capsys):
     assert "cli-run" in capsys.readouterr().out
     assert main(["show", "cli-run", "--out", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "auc" in shown and "dcnv2" in shown
+    assert "AUC" in shown and "dcnv2" in shown
     # --if-missing sees the run of this dataset and profile and does nothing
     assert main(["run", "--path", str(ml100k_dir), "--profile", "smoke", "--out", str(out),
                  "--if-missing"]) == 0

@@ -7,13 +7,16 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from engine.data.dataset import Dataset, finish_frames
-from engine.data.readers import read_delimited, require_file
+from engine.data.readers import file_kind, read_delimited, require_file
 from engine.errors import DataError
+from engine.options import build
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -24,8 +27,24 @@ ML100K_GENRES = [
 # than installing recbole, whose dependencies are heavy.
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_ML100K = "recbole/dataset_example/ml-100k/"
+RATING_SCALE = (1.0, 5.0)  # MovieLens: whole stars 1-5
 ML1M_AGES = {"1": "under 18", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-49",
              "50": "50-55", "56": "56+"}
+
+
+@dataclass(frozen=True)
+class ML100kOptions:
+    """`--option` keys of the ml-100k source."""
+
+    click_threshold: float = 4.0  # a rating >= this is a click
+
+
+@dataclass(frozen=True)
+class ML1MOptions:
+    """`--option` keys of the ml-1m source."""
+
+    click_threshold: float = 4.0  # a rating >= this is a click
+    extra_info: bool = True  # plots and cast from movies_extrainfos.dat when present
 
 
 def default_cache_dir() -> Path:
@@ -33,17 +52,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DUET_DATA_DIR", "data"))
 
 
-def load_ml100k(path: str | Path | None = None, *, cache_dir: Path | None = None) -> Dataset:
-    """ML-100k from a directory with u.data, u.item, u.user; fetched and cached when no path."""
+def load_ml100k(path: str | Path | None = None, *, cache_dir: Path | None = None,
+                **options: Any) -> Dataset:
+    """ML-100k from a directory with u.data, u.item, u.user; fetched and cached when no path.
+    `options`: the fields of ML100kOptions."""
+    opts = build(ML100kOptions, options, "--option", "the ml-100k source")
     if path is None:
         path = fetch_ml100k(cache_dir or default_cache_dir())
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError("ML-100k path is not a directory (expected u.data, u.item, u.user)",
-                        file=root)
+    root = _directory(path, "ML-100k", "u.data, u.item, u.user")
     ratings = read_delimited(
         root / "u.data", sep="\t", columns=["user", "item", "rating", "timestamp"],
         numeric=("rating", "timestamp"), what="ML-100k ratings (u.data)",
+        bounds={"rating": RATING_SCALE},
     )
     items = _ml100k_items(root / "u.item")
     users = read_delimited(
@@ -52,7 +72,19 @@ def load_ml100k(path: str | Path | None = None, *, cache_dir: Path | None = None
     )
     users["age"] = _age_bucket(users["age"])
     users["zip"] = users["zip"].str[:1]  # region only; full zip codes are near-unique
-    return finish_frames("ml-100k", ratings, users, items, source=root)
+    return finish_frames("ml-100k", ratings, users, items, source=root,
+                         click_threshold=opts.click_threshold, items_source=root / "u.item")
+
+
+def _directory(path: str | Path, name: str, expected: str) -> Path:
+    """A MovieLens source is a folder; an archive or a single file gets a pointed message."""
+    root = Path(path)
+    if root.is_file() and file_kind(root) == "zip":
+        raise DataError(f"this is a zip archive; unzip it and pass the {name} folder inside "
+                        f"(with {expected})", file=root)
+    if not root.is_dir():
+        raise DataError(f"{name} path is not a directory (expected {expected})", file=root)
+    return root
 
 
 def _ml100k_items(path: Path) -> pd.DataFrame:
@@ -139,19 +171,19 @@ def _convert_recbole(wheel: Path, out: Path) -> None:
     (out / "u.item").write_text("\n".join(rows) + "\n", encoding="latin-1")
 
 
-def load_ml1m(path: str | Path, *, extra_info: bool = True) -> Dataset:
+def load_ml1m(path: str | Path, **options: Any) -> Dataset:
     """ML-1M from a directory of .dat files (`::`-separated, latin-1).
 
     ratings.dat may hold any number of lines (e.g. a subset of users). With extra_info and
-    movies_extrainfos.dat present, its plots become part of the item text.
+    movies_extrainfos.dat present, its plots become part of the item text. `options`: the
+    fields of ML1MOptions.
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError("ML-1M path is not a directory (expected ratings.dat, movies.dat, "
-                        "users.dat)", file=root)
+    opts = build(ML1MOptions, options, "--option", "the ml-1m source")
+    root = _directory(path, "ML-1M", "ratings.dat, movies.dat, users.dat")
     ratings = read_delimited(
         root / "ratings.dat", sep="::", columns=["user", "item", "rating", "timestamp"],
         numeric=("rating", "timestamp"), encoding="latin-1", what="ML-1M ratings.dat",
+        bounds={"rating": RATING_SCALE},
     )
     movies = read_delimited(root / "movies.dat", sep="::", columns=["item", "title", "genres"],
                             encoding="latin-1", what="ML-1M movies.dat")
@@ -165,10 +197,11 @@ def load_ml1m(path: str | Path, *, extra_info: bool = True) -> Dataset:
     year = movies["title"].str.extract(r"\((\d{4})\)\s*$")[0].fillna("")
     plots = None
     extra = root / "movies_extrainfos.dat"
-    if extra_info and extra.is_file():
+    if opts.extra_info and extra.is_file():
         plots = _ml1m_plots(extra, movies["item"])
     items = _movie_frame(movies["item"], movies["title"], tags, year, plots)
-    return finish_frames("ml-1m", ratings, users, items, source=root)
+    return finish_frames("ml-1m", ratings, users, items, source=root,
+                         click_threshold=opts.click_threshold, items_source=root / "movies.dat")
 
 
 def _ml1m_plots(path: Path, ids: pd.Series) -> pd.Series:

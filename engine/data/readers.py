@@ -6,14 +6,34 @@ raw lines to say exactly where, so a user can open the file at that line.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
 import io
 import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
+import numpy as np
 import pandas as pd
 
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError, quote
+
+# Python's csv module refuses fields over 128 KiB; item descriptions can be longer
+csv.field_size_limit(2**31 - 1)
+
+
+def check_encoding(encoding: str) -> None:
+    """An option's encoding must name a codec Python knows (checked before any reading)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError as exc:
+        raise ConfigError(f"encoding: unknown encoding {quote(encoding)} (e.g. utf-8, "
+                          "latin-1)") from exc
 
 
 def require_file(path: str | Path, what: str) -> Path:
@@ -26,26 +46,105 @@ def require_file(path: str | Path, what: str) -> Path:
     return p
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+PARQUET_MAGIC = b"PAR1"
+SNIFF_BYTES = 4096
+
+
+def file_kind(path: Path) -> str:
+    """What the first bytes say a file is: "zip", "gzip", "parquet" or "text"."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head == ZIP_MAGIC:
+        return "zip"
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head == PARQUET_MAGIC:
+        return "parquet"
+    return "text"
+
+
+@contextmanager
+def open_binary(path: Path) -> Iterator[IO[bytes]]:
+    """The file's bytes as a stream, through gzip or a single-file zip archive when the
+    content (not the name) says it is one."""
+    kind = file_kind(path)
+    if path.suffix.lower() == ".gz" and kind != "gzip":
+        raise DataError("cannot read file: its name ends in .gz but it is not gzip data",
+                        file=path)
+    if kind == "zip":
+        with _zip_member(path) as member:
+            yield member
+    elif kind == "gzip":
+        with gzip.open(path, "rb") as fh:
+            yield fh
+    else:
+        with path.open("rb") as fh:
+            yield fh
+
+
+@contextmanager
+def _zip_member(path: Path) -> Iterator[IO[bytes]]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"this is a damaged zip archive ({exc})", file=path) from exc
+    with archive:
+        members = [i for i in archive.infolist()
+                   if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+        if len(members) != 1:
+            names = ", ".join(m.filename for m in members[:3])
+            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+            raise DataError(
+                f"this is a zip archive with {len(members)} files ({names}{more}); unzip it "
+                "and pass the file inside", file=path)
+        with archive.open(members[0]) as member:
+            yield member
+
+
 def read_text(path: Path, encoding: str) -> str:
-    """Decode a (possibly gzipped) file; a decoding error names the line and byte."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except OSError as exc:
-            raise DataError(f"not a valid gzip file ({exc})", file=path) from exc
+    """Decode a plain, gzipped or single-file-zipped text file; a decoding error names the
+    line and byte, and a binary file is called one (no encoding would help)."""
+    try:
+        with open_binary(path) as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read file ({exc})", file=path) from exc
+    return decode(raw, encoding, path)
+
+
+def decode(raw: bytes, encoding: str, path: Path, first_line: int = 1) -> str:
+    """Bytes -> text; byte-order marks win over `encoding` (Excel writes UTF-16 text)."""
+    for bom, codec in ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+                       (codecs.BOM_UTF8, "utf-8-sig")):
+        if first_line == 1 and raw.startswith(bom):
+            encoding = codec
+            break
+    else:
+        check_not_binary(raw[:SNIFF_BYTES], path)
     try:
         return raw.decode(encoding)
     except LookupError as exc:
-        raise DataError(f"unknown encoding '{encoding}'", file=path) from exc
+        raise DataError(f"unknown encoding {quote(encoding)}", file=path) from exc
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        line = first_line + raw.count(b"\n", 0, exc.start)
         raise DataError(
             f"cannot decode byte {raw[exc.start]:#x} as {encoding} "
-            "(pass the file's real encoding, e.g. latin-1)",
+            "(pass the file's real encoding, e.g. --option encoding=latin-1)",
             file=path,
             line=line,
         ) from exc
+
+
+def check_not_binary(head: bytes, path: Path) -> None:
+    """Text files hold no NUL bytes; say what a binary file is instead of failing to decode."""
+    if head.startswith(PARQUET_MAGIC):
+        raise DataError("this is a Parquet file, not text: pass a file named .parquet "
+                        "(the table source reads it)", file=path)
+    if b"\x00" in head:
+        raise DataError(f"this is a binary file, not text (it starts with {quote(head[:16])})",
+                        file=path)
 
 
 def read_delimited(
@@ -57,18 +156,22 @@ def read_delimited(
     encoding: str = "utf-8",
     header: bool = False,
     what: str = "data file",
+    bounds: dict[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """Read a headerless (or headed) delimited file into string columns.
 
     Columns named in `numeric` are converted to numbers; a value that is not a number raises
     a DataError with its 1-based line number and field name. A file whose lines do not split
-    into len(columns) fields raises a DataError that suggests checking the separator.
+    into len(columns) fields raises a DataError that suggests checking the separator. A
+    numeric value outside its `bounds` (inclusive; e.g. the source's rating scale) or not
+    finite names its line too.
     """
     p = require_file(path, what)
     text = read_text(p, encoding)
     if not text.strip():
         raise DataError("file is empty", file=p)
     first_line = 2 if header else 1
+    shown = sep  # messages name the file's own separator, not the one we parse with
     if len(sep) > 1:  # the C parser takes one character; '::' files have no tabs
         text = text.replace(sep, "\t")
         sep = "\t"
@@ -78,7 +181,7 @@ def read_delimited(
     n_fields = len(data_lines[0].split(sep)) if data_lines else 0
     if data_lines and n_fields < len(columns):
         raise DataError(
-            f"expected {len(columns)} fields ({', '.join(columns)}) separated by {sep!r}, "
+            f"expected {len(columns)} fields ({', '.join(columns)}) separated by {shown!r}, "
             f"found {n_fields}; is the separator right?",
             file=p,
             line=first_line,
@@ -103,7 +206,7 @@ def read_delimited(
         ) from exc
     if frame.shape[1] < len(columns):
         raise DataError(
-            f"expected {len(columns)} fields separated by {sep!r}, found {frame.shape[1]}",
+            f"expected {len(columns)} fields separated by {shown!r}, found {frame.shape[1]}",
             file=p,
             line=first_line,
         )
@@ -125,7 +228,7 @@ def read_delimited(
             found = data_lines[line - first_line].count(sep) + 1
             if found < len(columns):
                 raise DataError(
-                    f"expected {len(columns)} fields separated by {sep!r}, found {found}",
+                    f"expected {len(columns)} fields separated by {shown!r}, found {found}",
                     file=p,
                     line=line,
                     field=columns[found],
@@ -137,15 +240,17 @@ def read_delimited(
             raise DataError("missing value", file=p, line=line_of_row(row), field=col)
     for col in numeric:
         values = pd.to_numeric(frame[col], errors="coerce")
-        bad = values.isna()
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise DataError(
-                f"not a number: {frame[col].iloc[row]!r}",
-                file=p,
-                line=line_of_row(row),
-                field=col,
-            )
+            raise DataError(f"not a finite number: {quote(frame[col].iloc[row])}", file=p,
+                            line=line_of_row(row), field=col)
+        low, high = (bounds or {}).get(col, (-np.inf, np.inf))
+        outside = (values < low) | (values > high)
+        if outside.any():
+            row = int(outside.to_numpy().argmax())
+            raise DataError(f"{frame[col].iloc[row]} is outside the scale {low:g} to {high:g}",
+                            file=p, line=line_of_row(row), field=col)
         frame[col] = values
     return frame
 

@@ -10,20 +10,27 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from engine.data.dataset import Dataset, finish_frames
-from engine.data.readers import read_text, require_file
-from engine.errors import ConfigError, DataError
+from engine.data.readers import check_encoding, file_kind, read_text, require_file
+from engine.errors import ConfigError, DataError, quote
+from engine.options import build, parse_mapping
 
 DELIMITED = (".csv", ".tsv", ".txt")
-RESERVED = ("item", "title", "text", "tags", "user")  # Dataset's own item columns
+RESERVED = ("item", "title", "text", "tags", "has_text", "user")  # Dataset's own columns
 EPOCH = pd.Timestamp(0, tz="UTC")
-
+# usual rating scales, smallest first; an undeclared scale is the first that holds almost all
+# ratings, so a stray 99 among 1-5 stars is reported instead of widening the scale
+USUAL_SCALES = ((0.0, 1.0), (1.0, 5.0), (0.0, 5.0), (1.0, 10.0), (0.0, 10.0), (0.0, 100.0))
+SCALE_SHARE = 0.99
+INTERACTION_ROLES = ("user", "item", "rating", "label", "timestamp", "review", "summary")
 
 
 @dataclass
@@ -57,6 +64,8 @@ class TableColumns:
     text: tuple[str, ...] = ("text",)
     tags: str | None = None
     item_key: str = "item"
+    review: str | None = None  # review text, kept for the case browser (never in prompts)
+    summary: str | None = None  # review title/summary, likewise
 
     def __post_init__(self) -> None:
         if self.rating is None and self.label is None:
@@ -67,60 +76,116 @@ class TableColumns:
         if isinstance(self.text, str):  # text="plot" is an easy slip for text=("plot",)
             object.__setattr__(self, "text", (self.text,))
 
+    @classmethod
+    def from_option(cls, raw: Any, name: str) -> TableColumns:
+        """`columns=` as a mapping of roles to column names ({"user": "uid", ...}, JSON or
+        Python quotes) or, for a file without a header row, roles by position: a mapping to
+        0-based positions or the roles in column order ("user,item,rating,timestamp"; "_"
+        skips a column)."""
+        text = raw.strip() if isinstance(raw, str) else raw
+        if isinstance(text, str) and not text.startswith("{"):
+            roles = [r.strip() for r in text.split(",")]
+            values: Any = {r: str(i) for i, r in enumerate(roles) if r not in ("", "_")}
+        else:
+            values = parse_mapping(text, name) if isinstance(text, str) else text
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{name}: expected a mapping of roles to columns, got "
+                              f"{quote(raw)}")
+        valid = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in valid]
+        if unknown:
+            raise ConfigError(f"{name}: unknown role {quote(unknown[0])}; valid roles: "
+                              f"{', '.join(valid)}")
+        positional = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                      for k, v in values.items()}
+        return build(cls, positional, name)
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """`--option` keys of the table source."""
+
+    columns: TableColumns = TableColumns()  # which column holds what (see TableColumns)
+    sep: str = ","  # field separator (.tsv files: tab)
+    encoding: str = "utf-8"
+    click_threshold: float | None = None  # default: 4 for ratings, 1 for a label column
+    header: Literal["first", "none"] = "first"  # "none": the interactions file has no header
+    rating_scale: tuple[float, float] | None = None  # default: inferred from the ratings
+    name: str | None = None  # the dataset's name (default: the interactions file's stem)
+
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding)
+        if not self.sep or "\n" in self.sep or "\r" in self.sep:
+            raise ConfigError(f"sep must be one or more characters, not a line break; got "
+                              f"{quote(self.sep)}")
+        if self.rating_scale is not None and not self.rating_scale[0] < self.rating_scale[1]:
+            raise ConfigError(f"rating_scale must be low,high with low < high; got "
+                              f"{self.rating_scale}")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+                                                       self.name):
+            raise ConfigError(f"name must be letters, digits, '.', '_' or '-'; got "
+                              f"{quote(self.name)}")
+
 
 DEFAULT_COLUMNS = TableColumns()
 
 
-def load_table_pair(
-    interactions_path: str | Path,
-    items_path: str | Path | None = None,
-    *,
-    columns: TableColumns = DEFAULT_COLUMNS,
-    sep: str = ",",
-    encoding: str = "utf-8",
-    click_threshold: float = 4.0,
-    name: str | None = None,
-) -> Dataset:
+def load_table_pair(interactions_path: str | Path, items_path: str | Path | None = None,
+                    **options: Any) -> Dataset:
     """Load user-supplied interactions (+ items) files into a Dataset.
 
-    Interactions need the user, item, timestamp and rating (or label) columns; other
-    columns are ignored. The items file needs item_key; title and text columns are used when
-    present (a non-default name must exist); every other items column becomes a categorical
-    item attribute. A .tsv file is read tab-separated unless another sep than ',' is given.
+    Interactions need the user, item, timestamp and rating (or label) columns (review and
+    summary are optional); other columns are ignored. The items file needs item_key; title
+    and text columns are used when present (a non-default name must exist); every other items
+    column becomes a categorical item attribute. A .tsv file is read tab-separated unless
+    another sep than ',' is given. `options`: the fields of TableOptions.
     """
+    opts = build(TableOptions, options, "--option", "the table source")
+    columns = opts.columns
+    if opts.header == "none" and columns == TableColumns():
+        columns = TableColumns.from_option("user,item,rating,timestamp", "--option columns")
     inter_file = require_file(interactions_path, "interactions file")
-    interactions = _interactions(read_table(inter_file, sep=sep, encoding=encoding), columns)
+    table = read_table(inter_file, sep=opts.sep, encoding=opts.encoding,
+                       header=opts.header == "first")
+    interactions = _interactions(table, columns, opts.rating_scale)
+    click_threshold = opts.click_threshold
     if columns.label is not None:
+        if click_threshold is not None:
+            raise ConfigError("--option click_threshold does not apply to a label column "
+                              "(a label of 1 is the click)")
         click_threshold = 1.0
     items = None
     if items_path is not None:
         items_file = require_file(items_path, "items file")
-        items = _items(read_table(items_file, sep=sep, encoding=encoding), columns)
+        items = _items(read_table(items_file, sep=opts.sep, encoding=opts.encoding), columns)
     return finish_frames(
-        name or _stem(inter_file), interactions, None, items,
-        source=inter_file, click_threshold=click_threshold,
+        opts.name or _stem(inter_file), interactions, None, items,
+        source=inter_file, click_threshold=4.0 if click_threshold is None else click_threshold,
+        items_source=items_path and Path(items_path),
     )
 
 
-def read_table(path: Path, *, sep: str = ",", encoding: str = "utf-8") -> Table:
-    """Read a delimited or parquet file, keeping what is needed to locate a bad row."""
-    kind = _kind(path)
-    if kind == ".parquet":
+def read_table(path: Path, *, sep: str = ",", encoding: str = "utf-8",
+               header: bool = True) -> Table:
+    """Read a delimited or parquet file, keeping what is needed to locate a bad row.
+    Without a header row, columns are named by 0-based position ("0", "1", ...)."""
+    if file_kind(path) == "parquet":  # the content decides, whatever the name says
         return Table(path, _read_parquet(path), lambda row: row + 1)
+    kind = _kind(path)
     if kind == ".tsv" and sep == ",":
         sep = "\t"
-    return _read_delimited(path, sep, encoding)
+    return _read_delimited(path, sep, encoding, header)
 
 
 def _kind(path: Path) -> str:
-    suffixes = path.suffixes
-    if suffixes and suffixes[-1] == ".gz":  # the exact suffix read_text decompresses
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".zip"):  # read_text opens both
         suffixes = suffixes[:-1]
-    kind = suffixes[-1].lower() if suffixes else ""
-    if kind not in (*DELIMITED, ".parquet") or (kind == ".parquet" and path.suffix == ".gz"):
+    kind = suffixes[-1] if suffixes else ""
+    if kind not in (*DELIMITED, ".parquet") or kind == ".parquet":
         raise DataError(
             f"unknown file type '{''.join(path.suffixes) or path.name}'; use .csv, .tsv, "
-            ".txt (optionally .gz) or .parquet",
+            ".txt (optionally .gz or a single-file .zip) or .parquet",
             file=path,
         )
     return kind
@@ -137,16 +202,17 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _read_delimited(path: Path, sep: str, encoding: str) -> Table:
+def _read_delimited(path: Path, sep: str, encoding: str, header: bool = True) -> Table:
     text = read_text(path, encoding)
     if not text.strip():
         raise DataError("file is empty", file=path)
-    lines = _RowLines(text, sep)
+    lines = _RowLines(text, sep, header)
     try:
         frame = pd.read_csv(
             io.StringIO(text),
             sep=sep if len(sep) == 1 else re.escape(sep),
             engine="c" if len(sep) == 1 else "python",
+            header=0 if header else None,
             dtype=str,
             keep_default_na=False,  # blank stays "" so it is reported, not silently NaN
             skipinitialspace=True,
@@ -160,7 +226,7 @@ def _read_delimited(path: Path, sep: str, encoding: str) -> Table:
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
         raise DataError("file is empty (a header but no data rows)", file=path)
-    return Table(path, frame, lines.of_row, sep, lines.header())
+    return Table(path, frame, lines.of_row, sep, lines.header() if header else 0)
 
 
 class _RowLines:
@@ -169,9 +235,10 @@ class _RowLines:
     Counts blank lines (which pandas skips) and quoted fields that span lines.
     """
 
-    def __init__(self, text: str, sep: str) -> None:
+    def __init__(self, text: str, sep: str, has_header: bool = True) -> None:
         self._text = text
         self._sep = sep
+        self._skip = 1 if has_header else 0
         self._starts: list[int] | None = None
 
     def header(self) -> int:
@@ -179,7 +246,8 @@ class _RowLines:
 
     def of_row(self, row: int) -> int:
         starts = self._rows()
-        return starts[row + 1] if row + 1 < len(starts) else row + 2
+        index = row + self._skip
+        return starts[index] if index < len(starts) else index + 1
 
     def _rows(self) -> list[int]:
         if self._starts is None:
@@ -221,30 +289,68 @@ def _require(table: Table, column: str, role: str) -> None:
             f"{_guess_sep(header, table.sep)}",
             file=table.path, line=table.header_line, field=column,
         )
-    real = ", ".join(repr(c) for c in frame.columns)
+    real = ", ".join(quote(c, 40) for c in list(frame.columns)[:20])
+    hint = ""
+    if table.header_line and all(_is_number(c) for c in frame.columns):
+        hint = ("; the first row looks like data, not a header: if the file has none, pass "
+                "--option header=none (columns by position, e.g. "
+                "columns=user,item,rating,timestamp)")
+    elif not table.header_line:
+        hint = " (header=none: name columns by 0-based position)"
     raise DataError(
-        f"no column {column!r} (TableColumns.{role}); the file's columns are: {real}",
+        f"no column {column!r} (TableColumns.{role}); the file's columns are: {real}{hint}",
         file=table.path, field=column,
     )
 
 
-def _interactions(table: Table, cols: TableColumns) -> pd.DataFrame:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _interactions(table: Table, cols: TableColumns,
+                  rating_scale: tuple[float, float] | None = None) -> pd.DataFrame:
     value_col = cols.label if cols.label is not None else cols.rating
     assert value_col is not None  # TableColumns guarantees one of the two
     roles = [("user", cols.user), ("item", cols.item), ("timestamp", cols.timestamp),
              ("label" if cols.label is not None else "rating", value_col)]
-    for role, column in roles:
+    optional = [(role, getattr(cols, role)) for role in ("summary", "review")
+                if getattr(cols, role) is not None]
+    for role, column in roles + optional:
         _require(table, column, role)
     rating = _numbers(table, value_col)
     if cols.label is not None:
         not_binary = ~rating.isin([0.0, 1.0])
         _fail_first(table, not_binary, value_col, "a label must be 0 or 1")
-    return pd.DataFrame({
+    else:
+        low, high = rating_scale or _usual_scale(table, value_col, rating)
+        _fail_first(table, (rating < low) | (rating > high), value_col,
+                    f"outside the rating scale {low:g} to {high:g} (declare another with "
+                    "--option rating_scale=low,high)")
+    frame = pd.DataFrame({
         "user": _ids(table, cols.user),
         "item": _ids(table, cols.item),
         "rating": rating,
         "timestamp": _timestamps(table, cols.timestamp),
     })
+    for role, column in optional:
+        frame[role] = _strings(table.frame[column])
+    return frame
+
+
+def _usual_scale(table: Table, column: str, rating: pd.Series) -> tuple[float, float]:
+    """The smallest usual scale holding almost all ratings; values outside it are then
+    reported, not silently taken as a wider scale."""
+    for low, high in USUAL_SCALES:
+        if rating.between(low, high).mean() >= SCALE_SHARE:
+            return low, high
+    raise DataError(
+        f"the ratings span {rating.min():g} to {rating.max():g}, which is no usual scale "
+        "(1-5, 0-5, 1-10, 0-10, 0-100): declare it with --option rating_scale=low,high",
+        file=table.path, field=column)
 
 
 def _items(table: Table, cols: TableColumns) -> pd.DataFrame:
@@ -310,12 +416,15 @@ def _numbers(table: Table, column: str) -> pd.Series:
         values = values.astype("float64")
     if pd.api.types.is_numeric_dtype(values):
         _fail_first(table, values.isna(), column, "missing value")
-        return values.astype("float64")
+        values = values.astype("float64")
+        _fail_first(table, ~np.isfinite(values), column, "not a finite number")
+        return values
     text = _strings(values)
     _fail_first(table, text == "", column, "missing value")
-    numbers = pd.to_numeric(text, errors="coerce")
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
     _fail_first(table, numbers.isna(), column, "not a number")
-    return numbers.astype("float64")
+    _fail_first(table, ~np.isfinite(numbers), column, "not a finite number")
+    return numbers
 
 
 def _timestamps(table: Table, column: str) -> pd.Series:
@@ -352,7 +461,7 @@ def _fail_first(table: Table, bad: pd.Series, column: str, message: str) -> None
         return
     row = int(bad.to_numpy().argmax())
     value = table.frame[column].iloc[row]
-    raise DataError(f"{message}: {value!r}", file=table.path, line=table.locate(row),
+    raise DataError(f"{message}: {quote(value)}", file=table.path, line=table.locate(row),
                     field=column)
 
 

@@ -16,40 +16,46 @@ import pandas as pd
 
 from engine.data.dataset import Dataset
 from engine.data.prompts import TEMPLATE_A, format_history, render
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, quote
+from engine.options import check_ranges, option
 
 SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    click_threshold: float | None = None  # None: the source's default (ML 4, Amazon 5)
-    history_len: int = 30  # K previous ratings as the history feature
-    min_history: int = 5  # drop samples with fewer earlier ratings
+    """The CTR protocol; `--task key=value` sets any field (ranges are checked)."""
+
+    # None: the source's default (MovieLens 4, Amazon 5, table 4 or 1 for a label column)
+    click_threshold: float | None = None
+    # K previous ratings as the history feature; memory is samples x K x 16 bytes
+    history_len: int = option(30, low=1, high=200)
+    min_history: int = option(5, low=0, high=100_000)  # drop samples with fewer earlier ratings
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    prompt_history: int = 10  # most recent items the LLM sees (prompt length drives cost)
+    # most recent items the LLM sees (prompt length drives its cost)
+    prompt_history: int = option(10, low=1, high=100)
     prompt_template: str = TEMPLATE_A
-    cold_user_max: int = 3  # cold-start user: fewer train-period ratings than this
-    long_tail_share: float = 0.2  # long-tail item: bottom share of items by train popularity
-    max_users: int | None = None  # random subset of users (smoke profile)
-    seed: int = 0
+    # cold-start user: fewer train-period ratings than this
+    cold_user_max: int = option(3, low=0, high=1_000_000)
+    # long-tail item: bottom share of items by train popularity
+    long_tail_share: float = option(0.2, low=0.01, high=0.99)
+    max_users: int | None = option(None, low=2)  # random subset of users (smoke profile)
+    seed: int = option(0, low=0, high=2**32 - 1)
 
     def __post_init__(self) -> None:
-        if self.history_len < 1:
-            raise ConfigError(f"history_len must be >= 1, got {self.history_len}")
-        if self.min_history < 0:
-            raise ConfigError(f"min_history must be >= 0, got {self.min_history}")
+        check_ranges(self)
         if len(self.split) != 3 or any(s < 0 for s in self.split) or not np.isclose(
             sum(self.split), 1.0
         ):
             raise ConfigError(f"split must be three shares summing to 1, got {self.split}")
-        if not 0 < self.long_tail_share < 1:
-            raise ConfigError(f"long_tail_share must be in (0, 1), got {self.long_tail_share}")
-        if self.max_users is not None and self.max_users < 2:
-            raise ConfigError(f"max_users must be >= 2, got {self.max_users}")
         for key in ("{history}", "{target}"):
             if key not in self.prompt_template:
-                raise ConfigError(f"prompt_template lacks {key}: {self.prompt_template!r}")
+                raise ConfigError(f"prompt_template lacks {key}: {quote(self.prompt_template)}")
+        try:
+            self.prompt_template.format(history="", target="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"prompt_template may only use {{history}} and {{target}} "
+                              f"(double other braces); it has {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class CTRTask:
     rating_levels: np.ndarray  # rating value of level id l is rating_levels[l - 1]
     click_threshold: float
     codes: EntityCodes | None = None  # what new pairs are encoded with (engine.scoring)
+    notes: list[str] = field(default_factory=list)  # what a user should know (one-class splits)
     build_seconds: float = 0.0
     split_index: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -220,7 +227,7 @@ def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:
     hist_items, hist_ratings = hist_items[rows], hist_ratings[rows]
     samples, perm = _time_split(samples, config.split)
     hist_items, hist_ratings = hist_items[perm], hist_ratings[perm]
-    _check_split(samples, dataset.source)
+    notes = _check_split(samples, dataset.source)
     train_end = samples.loc[samples["split"] == "train", "timestamp"].max()
     _add_segments(samples, inter, items, u_all=users["user"], train_end=train_end, config=config)
 
@@ -237,7 +244,7 @@ def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:
         sparse=sparse, tags=tag_matrix[samples["item_idx"].to_numpy()],
         hist_items=hist_items, hist_ratings=hist_ratings,
         labels=samples["label"].to_numpy(dtype=np.float32).copy(), schema=schema,
-        rating_levels=levels, click_threshold=float(threshold), codes=codes,
+        rating_levels=levels, click_threshold=float(threshold), codes=codes, notes=notes,
     )
     task.build_seconds = time.perf_counter() - start
     return task
@@ -287,14 +294,23 @@ def _time_split(samples: pd.DataFrame, shares: tuple[float, float, float]
     return samples, perm
 
 
-def _check_split(samples: pd.DataFrame, source: str) -> None:
+def _check_split(samples: pd.DataFrame, source: str) -> list[str]:
+    """Empty splits and a one-class train split are errors; a one-class valid or test split
+    is a note (its AUC cannot be computed, the rest still can)."""
+    notes = []
     for name in SPLITS:
         part = samples.loc[samples["split"] == name, "label"]
         if len(part) == 0:
             raise DataError(f"the {name} split is empty ({len(samples)} samples in all); "
                             "bring more data or change the split", file=source)
-    if samples.loc[samples["split"] == "train", "label"].nunique() < 2:
-        raise DataError("the train split has a single label class", file=source, field="rating")
+        clicks = int(part.sum())
+        if name == "train" and clicks in (0, len(part)):
+            raise DataError("the train split has a single label class", file=source,
+                            field="rating")
+        if clicks in (0, len(part)):
+            notes.append(f"the {name} split has one label class ({len(part):,} samples, "
+                         f"{clicks:,} clicks): its AUC and UAUC are n/a")
+    return notes
 
 
 def _add_segments(samples: pd.DataFrame, inter: pd.DataFrame, items: pd.DataFrame, *,
