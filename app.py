@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.formatting import LOW_HELP, LOW_MARK
 from ui import export
-from ui.common import cached_runs, choose_run, reader_for, runs_dir
+from ui.common import cached_runs, plain, require_run, runs_dir
 from ui.demo_run import demo_run_panel
 from ui.tables import METRIC_COLUMNS, dataset_summary, metrics_table, segment_table
 
@@ -15,22 +16,19 @@ st.caption("A conventional recommender and a language model, side by side.")
 
 runs = cached_runs(str(runs_dir()))
 if runs.empty:
-    st.info(f"No runs in `{runs_dir()}` yet. Make one from a shell with "
+    st.info(f"No runs in {plain(runs_dir())} yet. Make one from a shell with "
             "`python -m engine run --dataset ml-100k --profile demo`, or start it here.")
     demo_run_panel(runs_dir())
     st.stop()
 
-broken = runs[runs["error"] != ""]
-for row in broken.itertuples():
-    st.warning(f"Run {row.run_id} cannot be read: {row.error}")
-if len(broken) == len(runs):
-    st.stop()
-
-reader = reader_for(choose_run(runs))
+reader = require_run()  # damaged runs: flagged in the sidebar, and a message if chosen
 info = reader.run_info()
-st.subheader(f"Run {info['run_id']}")
-st.write(f"**{info['dataset']}** · profile **{info['profile']}** · seed {info['seed']} · "
+st.subheader(f"Run {plain(info['run_id'])}")
+st.write(f"**{plain(info['dataset'])}** · profile **{plain(info['profile'])}** · "
+         f"seed {info['seed']} · "
          f"created {info['created']:%Y-%m-%d %H:%M} UTC · {info['total_seconds']:.0f} s")
+for note in reader.notes()["message"]:
+    st.warning(plain(note), icon=":material/info:")
 
 left, right = st.columns([1, 2])
 with left:
@@ -43,6 +41,8 @@ with right:
     split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
     headline = metrics_table(reader, split)
     st.dataframe(headline, hide_index=True, key="home_metrics", column_config=METRIC_COLUMNS)
+    if headline["Note"].str.len().gt(0).any():
+        st.caption(f"n/a: the metric is undefined on these samples. {LOW_HELP}")
     export.table_csv(headline, f"{info['run_id']}-{split}-metrics")
     st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): "
                "the LLM is the costly part. The router lab compares CRM, LLM and the routed "
@@ -51,6 +51,8 @@ with right:
     metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
     segments = segment_table(reader, split, metric)
     st.dataframe(segments, hide_index=True, key="home_segments")
+    if segments.map(lambda v: LOW_MARK in str(v) or "n/a" in str(v)).to_numpy().any():
+        st.caption(f"{LOW_HELP}; n/a: undefined (one label class or no user with both).")
     export.table_csv(segments, f"{info['run_id']}-{split}-{metric}-segments")
     st.caption("Cold-start users: fewer than 3 ratings up to the end of the train period. "
                "Long-tail items: bottom 20% by train-period popularity.")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import routing
+from engine.metrics import LOW_CLASS, LOW_N
 from ui import export
 from ui import router_charts as charts
-from ui.common import page_header, require_run, require_table
+from ui.common import page_header, plain, require_run, require_table
 
 page_header("Router lab", ":material/alt_route:",
             "CoReLLa routes a sample to the LLM when the CRM's click probability is uncertain: "
@@ -45,7 +46,7 @@ left, right = st.columns([2, 1])
 method = left.selectbox("Routed method", list(choices), key="router_method")
 split = right.radio("Split", ["valid", "test"], index=1, horizontal=True, key="router_split")
 if split not in choices[method]:
-    st.info(f"`{method}` has no routed {split} samples in this run.")
+    st.info(f"{plain(method)} has no routed {split} samples in this run.")
     st.stop()
 lab = lab_data(reader.run_id, mtime, method, split, reader)
 data: routing.RouterData = lab["data"]
@@ -56,6 +57,11 @@ if "router_threshold" not in state:  # first visit: the method's own setting, el
     state.router_threshold = configured if configured is not None else min(
         1.0, max(0.0, data.threshold_for_share(0.2)))
 state.router_budget = round(100 * data.share_for_threshold(state.router_threshold))
+n_pos = int(data.labels.sum())
+if data.labels.size < LOW_N or min(n_pos, data.labels.size - n_pos) < LOW_CLASS:
+    st.warning(f"Low confidence: {data.labels.size:,} routed {split} samples with {n_pos:,} "
+               "clicks; the metrics below move a lot with a few samples.",
+               icon=":material/warning:")
 
 
 def threshold_moved() -> None:
@@ -66,8 +72,12 @@ def budget_moved() -> None:
     state.router_threshold = min(1.0, max(0.0, data.threshold_for_share(state.router_budget / 100)))
 
 
+# why an AUC is NaN here: the split's analysed samples hold one label class
+NAN_REASON = (f"n/a (one class in {split})" if n_pos in (0, data.labels.size) else "n/a")
+
+
 def fmt(value: float, pattern: str = "{:.4f}") -> str:
-    return "n/a" if value != value else pattern.format(value)  # NaN: one class only
+    return NAN_REASON if value != value else pattern.format(value)
 
 
 @st.fragment

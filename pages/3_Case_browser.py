@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import cases
-from ui.common import page_header, require_run
+from ui.common import page_header, plain, require_run
 from ui.pair_panel import pair_panel
 
 MAX_MATCHES = 200
@@ -110,10 +110,10 @@ def samples_section(table: pd.DataFrame, what: str, ident: str) -> None:
 def show_user(user: str, method: str | None, threshold: float) -> None:
     reads = case_reads(reader.run_id, mtime, "user", user, method, reader)
     history, samples = reads["history"], reads["all_samples"]
-    st.subheader(f"User {user}")
+    st.subheader(f"User {plain(user)}")
     attrs = cases.user_attributes(catalog["users"], user)
     if attrs:
-        st.markdown(" · ".join(f"{k} **{v}**" for k, v in attrs.items()))
+        st.markdown(" · ".join(f"{plain(k)} **{plain(v)}**" for k, v in attrs.items()))
     cols = st.columns(4)
     cols[0].metric("Ratings", f"{len(history):,}")
     if not samples.empty and "user_train_ratings" in samples:
@@ -124,6 +124,10 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
     if not history.empty:
         line = cases.timeline(history, samples, catalog["items"])
         st.plotly_chart(cases.timeline_figure(line, user), key="cases_timeline")
+    written = cases.reviews(history, catalog["items"])
+    if not written.empty:
+        with st.expander(f"Reviews the user wrote ({len(written):,}; not shown to the LLM)"):
+            st.dataframe(written, hide_index=True, key="cases_reviews")
     table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
                              reads["routing"], threshold)
     samples_section(table, "user", user)
@@ -132,11 +136,14 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
 def show_item(item: str, method: str | None, threshold: float) -> None:
     reads = case_reads(reader.run_id, mtime, "item", item, method, reader)
     info = cases.item_info(catalog["items"], item)
-    st.subheader(f"Item {item} · {info.get('title', '')}")
+    st.subheader(f"Item {plain(item)} · {plain(info.get('title', ''))}")
+    if not info.get("has_text", True):
+        st.info("This item has no title or text in the run's data: the LLM's prompts and the "
+                "semantic maps see only its id.")
     if info.get("text"):
-        st.write(info["text"])
+        st.markdown(plain(info["text"]))
     if info.get("tags"):
-        st.markdown("Tags: " + " · ".join(f"`{t}`" for t in info["tags"]))
+        st.markdown("Tags: " + " · ".join(plain(t) for t in info["tags"]))
     cols = st.columns(4)
     if "popularity" in info:
         cols[0].metric("Popularity", f"{int(info['popularity']):,}",
@@ -173,7 +180,7 @@ threshold, source = cases.shared_threshold(state.get("router_threshold"), catalo
                                            method or cases.DEFAULT_METHOD)
 if method:
     where = "set in the router lab" if source == "router lab" else (
-        f"{source}; move it in the router lab")
+        f"{plain(source)}; move it in the router lab")
     top[1].caption(f"Route at entropy threshold **{threshold:.3f}** ({where}). Entropy above "
                    "it: the LLM answers.")
 else:
@@ -230,7 +237,7 @@ segments = c[3].multiselect("Segment", list(cases.SEGMENTS), key="cases_hard_seg
                             placeholder="all samples")
 hard = cases.hardest_cases(table, judged=judged, route=route, wrong_only=wrong,
                            max_entropy=max_entropy, segments=segments)
-st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples that `{method}` "
+st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples that {plain(method)} "
            "analysed, worst first (click a header to sort).")
 st.dataframe(hard, hide_index=True, key="cases_hard", column_config=column_config(hard),
              placeholder="–")

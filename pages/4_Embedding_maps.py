@@ -8,7 +8,7 @@ import json
 import streamlit as st
 
 from ui import export, maps
-from ui.common import page_header, require_run, require_table
+from ui.common import page_header, plain, require_run, require_table
 
 page_header("Embedding maps", ":material/scatter_plot:",
             "Where items sit by meaning (semantic spaces) and by behaviour (the CRM's item "
@@ -40,6 +40,12 @@ right = c2.selectbox("Right space", spaces, index=spaces.index("behavioural")
                      if "behavioural" in spaces else len(spaces) - 1, key="maps_right")
 colour = c3.selectbox("Colour by", maps.COLOURINGS, key="maps_colour")
 agreement = maps.pair_agreement(data["agreement"], left, right) if left != right else None
+mapped = data["signals"][data["signals"]["item"].isin(data["emb"]["entity_id"].astype(str))]
+if not mapped["has_text"].all():
+    missing = mapped.loc[~mapped["has_text"], "item"].astype(str)
+    st.warning(f"{len(missing):,} of the {len(mapped):,} mapped items have no title or text "
+               "in the run's data: in the semantic spaces they are placed by their id alone "
+               f"(e.g. {plain(', '.join(missing.head(5)))}).", icon=":material/text_fields:")
 
 picked_parts = []
 for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
@@ -71,20 +77,21 @@ else:
 if agreement is not None:
     export.chart(maps.agreement_histogram(agreement, left, right, params["knn"]),
                  "maps_agreement")
-    st.caption(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; UMAP "
-               f"n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
-               f"metric={params['metric']}, seed={params['seed']}.")
+    st.caption(plain(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; "
+                     f"UMAP n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
+                     f"metric={params['metric']}, seed={params['seed']}."))
 
 for method in maps.aligned_methods(spaces):
     st.divider()
-    st.subheader(f"What {method}'s alignment changed")
+    st.subheader(f"What {plain(method)}'s alignment changed")
     summary = maps.alignment_summary(data["agreement"], method)
     st.dataframe(summary, hide_index=True, key=f"maps_alignment_{method}", column_config={
         "mean agreement": st.column_config.NumberColumn(format="%.3f"),
         "median agreement": st.column_config.NumberColumn(format="%.3f")})
     export.table_csv(summary, f"maps_alignment_{method}")
-    st.caption(f"Items are the mean of their samples that {method} analysed, at the last "
+    st.caption(f"Items are the mean of their samples that {plain(method)} analysed, at the last "
                "aligned layer pair: the LLM's and the CRM's states as they are (before), and "
                "their alignment projections g_llm / g_crm (after). Agreement: the share of k "
                "nearest neighbours the two sides have in common. Pick the spaces "
-               f"`{method}: aligned LLM` and `{method}: aligned CRM` above to see the maps.")
+               f"{plain(method)}: aligned LLM and {plain(method)}: aligned CRM above to see the "
+               "maps.")

@@ -1,17 +1,32 @@
-"""What every page needs: where the runs are, which run is chosen, a cached reader."""
+"""What every page needs: where the runs are, which run is chosen, a cached reader, the one
+guard that turns a damaged or vanished run into a message instead of a traceback, and `plain`
+for showing data text in elements that render markdown."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from engine.store import RunReader, list_runs, open_run
+from engine.errors import StoreError
+from engine.store import SUFFIX, RunReader, list_runs, open_run
 
 RUN_KEY = "duet_run_id"  # shared across pages: the chosen run
+# What makes markdown (and Streamlit's extensions of it) out of text: links and images ([ ] !),
+# autolinks and HTML (< >), emphasis and code (* _ ` ~), headings and tables (# |), LaTeX ($),
+# directives and emoji (: { }), entities (&), and the escape character itself.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:&{}])")
+
+
+def plain(text: object) -> str:
+    """`text` escaped so that st.markdown, st.caption, st.info, titles and widget labels show
+    it as typed: data text (titles, ids, attributes, LLM answers, errors) never becomes a
+    link, an image, HTML or formatting."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def runs_dir() -> Path:
@@ -32,14 +47,47 @@ def cached_reader(directory: str, run_id: str, mtime: float) -> RunReader:
     return reader
 
 
+@st.cache_data(show_spinner="Checking the run…", max_entries=32)
+def damage_of(path: str, mtime: float, size: int) -> str:
+    """Why a run file cannot be read in full ("" when every value reads back); once per file
+    version, as reading every value costs a scan of the run."""
+    del mtime, size
+    try:
+        with RunReader(path) as reader:
+            reader.verify()
+    except StoreError as exc:
+        return str(exc)
+    return ""
+
+
 def reader_for(run_id: str) -> RunReader:
+    """The run's reader once the whole file reads back; otherwise the page stops with
+    "this run is damaged: <reason>" (or that the file is gone)."""
     directory = runs_dir()
-    path = directory / f"{run_id}.duckdb"
-    return cached_reader(str(directory), run_id, path.stat().st_mtime)
+    path = directory / f"{run_id}{SUFFIX}"
+    try:
+        stat = path.stat()
+        damage = damage_of(str(path), stat.st_mtime, stat.st_size)
+        if damage:
+            raise StoreError(damage)
+        return cached_reader(str(directory), run_id, stat.st_mtime)
+    except OSError as exc:
+        problem = f"run {run_id} cannot be read: {exc.strerror or exc}"
+    except StoreError as exc:
+        problem = str(exc)
+    st.error(plain(problem), icon=":material/broken_image:")
+    st.stop()
+
+
+def show_damaged(runs: pd.DataFrame) -> None:
+    """Every damaged run of the folder, in the sidebar of every page."""
+    for error in runs.loc[runs["error"] != "", "error"]:
+        st.sidebar.warning(plain(error), icon=":material/broken_image:")
 
 
 def choose_run(runs: pd.DataFrame) -> str:
-    """Sidebar selector; the choice is kept in session state for every page."""
+    """Sidebar selector over the readable runs; the choice is kept in session state for every
+    page. A run file renamed on disk is noted under it."""
     ok = runs[runs["error"] == ""]
     ids = ok["run_id"].tolist()
     current = st.session_state.get(RUN_KEY)
@@ -47,19 +95,25 @@ def choose_run(runs: pd.DataFrame) -> str:
         current = st.query_params.get("run", ids[0])
         if current not in ids:
             current = ids[0]
-    labels = {r.run_id: f"{r.run_id}" for r in ok.itertuples()}
-    choice = st.sidebar.selectbox("Run", ids, index=ids.index(current),
-                                  format_func=labels.get, key="sidebar_run")
+    choice = st.sidebar.selectbox("Run", ids, index=ids.index(current), key="sidebar_run")
     st.session_state[RUN_KEY] = choice
+    note = dict(zip(ok["run_id"], ok["note"].fillna(""))).get(choice)
+    if note:
+        st.sidebar.caption(plain(note))
     return choice
 
 
 def require_run() -> RunReader:
-    """For pages other than home: the chosen run's reader, or a pointer to make one."""
+    """For every page: the chosen run's checked reader, or a message that stops the page."""
     runs = cached_runs(str(runs_dir()))
-    if runs.empty or (runs["error"] != "").all():
+    show_damaged(runs)
+    if runs.empty:
         st.info("No runs yet. Open the home page to start the demo run, or run "
                 "`python -m engine run --profile demo`.")
+        st.stop()
+    if (runs["error"] != "").all():
+        st.info("No readable run: every run here is damaged (see the sidebar). Make a new one "
+                "with `python -m engine run --profile demo`.")
         st.stop()
     return reader_for(choose_run(runs))
 

@@ -1,18 +1,35 @@
 """Start the demo run from the app: the engine runs in its own process (the app never
-trains); the page follows its log and shows progress."""
+trains); the page follows its log and shows progress.
+
+One demo run at a time per runs folder: `.demo-run.lock` is flock-ed by the session that
+starts the run and handed to the engine process, which holds it until it exits (the kernel
+drops it then, whatever happened to the app). The lock file names the owner's pid and log, so
+another browser session, or the same one after a reload, follows that run's progress instead
+of starting a second one. A lock whose owner is gone is simply free.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
+from ui.common import plain
+
 PROC_KEY = "home_demo_process"
+LOCK_NAME = ".demo-run.lock"
+LOG_NAME = ".demo-run.log"
 METHOD_LINE = re.compile(r"\[method (\d+)/(\d+)\] (\S+)")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def demo_command(out: Path) -> list[str]:
@@ -34,27 +51,95 @@ def progress_of(log: str) -> tuple[float, str]:
     return 0.02, "loading data"
 
 
+def _lock(path: Path) -> int | None:
+    """The lock's descriptor, locked by us; None while a demo run holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def running_demo(out: Path) -> dict[str, Any] | None:
+    """The demo run in progress in `out` ({pid, log, started}; {} while it starts), or None."""
+    path = out / LOCK_NAME
+    if not path.exists():
+        return None
+    fd = _lock(path)
+    if fd is not None:  # free: no demo run (what a dead owner wrote there is stale)
+        os.close(fd)
+        return None
+    try:
+        owner = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        owner = {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def start_demo(out: Path, command: list[str]) -> subprocess.Popen | None:
+    """Start the demo run, or return None when one is running in `out` already."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = _lock(out / LOCK_NAME)
+    if fd is None:
+        return None
+    try:
+        log = out / LOG_NAME
+        with log.open("w") as handle:  # only the lock holder writes the log
+            # the engine inherits the locked descriptor: the lock lives as long as the run
+            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    pass_fds=(fd,))
+        owner = {"pid": proc.pid, "log": str(log),
+                 "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
+    finally:
+        os.close(fd)  # ours only; the engine's copy keeps the lock
+    return proc
+
+
+def _show_progress(log_path: Path, bar, tail) -> None:
+    try:
+        log = log_path.read_text(errors="replace")
+    except OSError:
+        log = ""
+    lines = [ln for ln in log.replace("\r", "\n").splitlines() if "batch/s" not in ln]
+    fraction, what = progress_of(log)
+    bar.progress(min(fraction, 1.0), text=plain(what))
+    tail.code("\n".join(lines[-12:]) or "...")
+
+
+@st.fragment(run_every=1.0)
+def _follow_other(out: Path) -> None:
+    """Another session's demo run: its progress, refreshed every second until it ends."""
+    owner = running_demo(out)
+    if owner is None:  # it ended: show what it stored (or the empty store again)
+        st.cache_data.clear()
+        st.rerun()
+    st.info(f"A demo run started from another session is in progress (pid "
+            f"{plain(owner.get('pid', '?'))}, started {plain(owner.get('started', 'just now'))})"
+            "; following its log.")
+    _show_progress(out / LOG_NAME, st.progress(0.0, text="starting"), st.empty())
+
+
 def demo_run_panel(out: Path) -> None:
     running: tuple[subprocess.Popen, Path] | None = st.session_state.get(PROC_KEY)
     if running is None:
+        if running_demo(out) is not None:
+            _follow_other(out)
+            return
         if st.button("Start the demo run (ML-100k)", type="primary", key="home_start_demo"):
-            out.mkdir(parents=True, exist_ok=True)
-            log_path = out / ".demo-run.log"
-            handle = log_path.open("w")
-            proc = subprocess.Popen(demo_command(out), stdout=handle, stderr=subprocess.STDOUT,
-                                    cwd=Path(__file__).resolve().parent.parent)
-            st.session_state[PROC_KEY] = (proc, log_path)
+            proc = start_demo(out, demo_command(out))
+            if proc is not None:  # else another session was faster: follow its run
+                st.session_state[PROC_KEY] = (proc, out / LOG_NAME)
             st.rerun()
         return
     proc, log_path = running
     bar = st.progress(0.0, text="starting")
     tail = st.empty()
     while True:
-        log = log_path.read_text(errors="replace")
-        lines = [ln for ln in log.replace("\r", "\n").splitlines() if "batch/s" not in ln]
-        fraction, what = progress_of(log)
-        bar.progress(min(fraction, 1.0), text=what)
-        tail.code("\n".join(lines[-12:]) or "...")
+        _show_progress(log_path, bar, tail)
         if proc.poll() is not None:
             break
         time.sleep(1.0)

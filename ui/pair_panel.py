@@ -12,6 +12,7 @@ from engine.errors import DuetError, StoreError
 from engine.scoring import PairScorer
 from engine.store import RunReader
 from ui import cases
+from ui.common import plain
 
 RESULT_KEY = "cases_live_result"
 
@@ -30,7 +31,7 @@ def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
     try:
         scorer = scorer_for(str(reader.path), reader.path.stat().st_mtime, reader)
     except StoreError as exc:
-        st.info(f"This run cannot score new pairs: {exc}. Runs made with Duet 0.2 or later "
+        st.info(f"This run cannot score new pairs: {plain(exc)}. Runs made with Duet 0.2 or later "
                 "store the feature tables it needs; make the run again.")
         return
     user_ids = users["user"].astype(str).tolist()
@@ -53,7 +54,7 @@ def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
                               help="only the user's ratings before this day feed the models")
     llm_methods = scorer.llm_methods()
     routed = method if method in llm_methods else (llm_methods[0] if llm_methods else None)
-    ask_llm = st.toggle(f"Also ask `{routed}`'s LLM (loaded once per app process, ~10 s)",
+    ask_llm = st.toggle(f"Also ask {plain(routed)}'s LLM (loaded once per app process, ~10 s)",
                         value=True, key="cases_live_llm", disabled=routed is None)
     if st.button("Score this pair", key="cases_live_score", icon=":material/bolt:"):
         state[RESULT_KEY] = _score(scorer, user, item, cutoff, routed if ask_llm else None,
@@ -62,10 +63,11 @@ def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
     if result is None:
         return
     if "error" in result:
-        st.error(result["error"])
+        st.error(plain(result["error"]))
         return
     pair = result["pair"]
-    st.markdown(f"**User {pair.user} × {pair.title}** · history: {len(pair.history)} "
+    st.markdown(f"**User {plain(pair.user)} × {plain(pair.title)}** · history: "
+                f"{len(pair.history)} "
                 f"rating(s){' before ' + str(result['cutoff']) if result['cutoff'] else ''}"
                 + (f" · the user rated it **{pair.own_rating:g}** in the data"
                    if pair.own_rating is not None else ""))
