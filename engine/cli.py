@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do nothing when a run of this dataset and profile exists")
     lst = sub.add_parser("list", help="list the runs in a store directory")
     lst.add_argument("--out", default="runs")
+    opts = sub.add_parser("options", help="list every --option of each source and every "
+                          "--task key, with types and defaults")
+    opts.add_argument("--dataset", choices=SOURCES, help="only this source")
     show = sub.add_parser("show", help="print one run's headline table")
     show.add_argument("run_id")
     show.add_argument("--out", default="runs")
@@ -53,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "list":
             return _list(args)
+        if args.command == "options":
+            return _options(args)
         return _show(args)
     except DuetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -114,4 +119,23 @@ def _show(args: argparse.Namespace) -> int:
     with open_run(args.out, args.run_id, verify=True) as reader:
         cost = reader.methods().set_index("method")
         print(metrics_report(reader.metrics("test"), cost, "test"))
+    return 0
+
+
+def _options(args: argparse.Namespace) -> int:
+    from engine.data.sources import source
+    from engine.data.tabular import TableColumns
+    from engine.data.task import TaskConfig
+    from engine.options import describe
+
+    def table(rows: list[tuple[str, str, str]]) -> str:
+        return pd.DataFrame(rows, columns=["key", "type", "default"]).to_string(index=False)
+
+    for name in [args.dataset] if args.dataset else SOURCES:
+        print(f"--dataset {name}: --option key=value\n{table(describe(source(name).options))}\n")
+        if name == "table":
+            print("  columns roles (JSON/Python mapping of role -> column, or with header=none "
+                  "positions: columns=user,item,rating,timestamp)\n"
+                  f"{table(describe(TableColumns))}\n")
+    print(f"--task key=value (every source)\n{table(describe(TaskConfig))}")
     return 0

@@ -105,7 +105,11 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
     for f in fields(cls):
         if not f.init:
             continue
-        rows.append((f.name, _type_name(hints[f.name]), _default_text(f)))
+        kind = _type_name(hints[f.name])
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if low is not None or high is not None:
+            kind += f", {_range_text(low, high)}"
+        rows.append((f.name, kind, _default_text(f)))
     return rows
 
 
@@ -222,8 +226,12 @@ def _dataclass(raw: Any, cls: type, name: str) -> Any:
 
 def _range_text(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
-        return f"between {low:g} and {high:g}"
-    return f">= {low:g}" if low is not None else f"<= {high:g}"
+        return f"between {_number(low)} and {_number(high)}"
+    return f">= {_number(low)}" if low is not None else f"<= {_number(high)}"
+
+
+def _number(value: float | None) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def _type_name(tp: Any) -> str:
@@ -241,5 +249,6 @@ def _type_name(tp: Any) -> str:
 
 def _default_text(f: Field) -> str:
     if f.default is not MISSING:
-        return repr(f.default) if not is_dataclass(f.default) else "see below"
+        text = repr(f.default) if not is_dataclass(f.default) else "see below"
+        return text if len(text) <= 40 else text[:37] + "..."
     return "required"

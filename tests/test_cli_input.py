@@ -145,3 +145,59 @@ def test_run_prints_its_data_before_training(capsys, tmp_path, files):
                         "train ")
     assert data < splits < rule < stdout.index("[method 1/1] dcnv2")
     assert "test AUC per segment" in stdout
+
+
+def _zip_two(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.csv", "user,item,rating,timestamp\n")
+        zf.writestr("b.csv", "user,item,rating,timestamp\n")
+    return path
+
+
+REVIEW = '{"reviewerID": "U%d", "asin": "A%d", "overall": %d, "unixReviewTime": %d}'
+
+
+def _reviews(path: Path, extra: str = "") -> Path:
+    lines = [REVIEW % (u, k, 1 + (u + k) % 5, 1000 * u + k) for u in range(5) for k in range(5)]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@pytest.mark.parametrize("case", ["zip", "binary", "side_none", "nested", "header_data",
+                                  "amazon_rating"])
+def test_data_mistakes_exit_2_in_one_line(capsys, tmp_path, case):
+    out = tmp_path / "runs"
+    if case == "zip":
+        args, needle = ["--dataset", "table", "--path", str(_zip_two(tmp_path / "r.zip"))], (
+            "zip archive with 2 files")
+    elif case == "binary":
+        (tmp_path / "r.csv").write_bytes(b"\x00\x01binary\x00" * 50)
+        args, needle = ["--dataset", "table", "--path", str(tmp_path / "r.csv")], "binary file"
+    elif case == "side_none":
+        meta = tmp_path / "m.json"
+        meta.write_text('{"asin": "ZZZ", "title": "Other"}\n')
+        args = ["--dataset", "amazon", "--path", str(_reviews(tmp_path / "r.json")),
+                "--side", str(meta)]
+        needle = "matches none of the 5 reviewed items"
+    elif case == "nested":
+        path = _reviews(tmp_path / "r.json", "[" * 100_000 + "]" * 100_000 + "\n")
+        args, needle = ["--dataset", "amazon", "--path", str(path)], "line 26"
+    elif case == "header_data":
+        (tmp_path / "r.csv").write_text("1,10,5,100\n1,11,2,200\n2,10,4,300\n")
+        args, needle = ["--dataset", "table", "--path", str(tmp_path / "r.csv")], "header=none"
+    else:
+        path = _reviews(tmp_path / "r.json", REVIEW % (9, 9, 99, 5) + "\n")
+        args, needle = ["--dataset", "amazon", "--path", str(path)], "99 is outside the rating"
+    code, _, err = run_cli(capsys, out, *args)
+    assert_clean_failure(code, err, out, needle)
+
+
+def test_options_command_lists_keys_types_ranges_and_defaults(capsys):
+    assert main(["options"]) == 0
+    out = capsys.readouterr().out
+    for name in SOURCES:
+        assert f"--dataset {name}: --option key=value" in out
+    assert "history_len" in out and "whole number, between 1 and 200" in out
+    assert "click_threshold" in out and "header" in out and "first | none" in out

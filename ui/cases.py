@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from engine.data.dataset import REVIEW_COLUMNS
 from engine.routing import binary_entropy, method_settings
 
 DEFAULT_METHOD = "corella"
@@ -262,6 +263,21 @@ def timeline(history: pd.DataFrame, samples: pd.DataFrame, items: pd.DataFrame) 
     frame["time"] = as_time(frame["timestamp"])
     return frame.sort_values(["timestamp", "item"])[
         ["time", "rating", "item", "title", "kind"]].reset_index(drop=True)
+
+
+def reviews(history: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """The user's ratings that came with review text (Amazon: summary and review), newest
+    first; empty when the source has none."""
+    text_cols = [c for c in REVIEW_COLUMNS if c in history.columns]
+    if not text_cols:
+        return pd.DataFrame(columns=["time", "item", "title", "rating", *REVIEW_COLUMNS])
+    has_text = history[text_cols].fillna("").astype(str).ne("").any(axis=1)
+    frame = history[has_text].copy()
+    frame["item"] = frame["item"].astype(str)
+    frame["title"] = frame["item"].map(_titles(items))
+    frame["time"] = as_time(frame["timestamp"])
+    return frame.sort_values("timestamp", ascending=False)[
+        ["time", "item", "title", "rating", *text_cols]].reset_index(drop=True)
 
 
 def timeline_figure(frame: pd.DataFrame, user: str) -> go.Figure:

@@ -12,11 +12,14 @@ COLOURINGS = ("genre", "popularity", "mean entropy", "CRM vs LLM")
 
 def item_signals(items: pd.DataFrame, samples: pd.DataFrame,
                  routing: pd.DataFrame | None) -> pd.DataFrame:
-    """Per item: title, first genre, popularity and, where the LLM scored the item's samples,
+    """Per item: title, first genre, popularity, whether the data gave it text, and, where the
+    LLM scored the item's samples,
     the CRM's mean entropy and which model erred less on them (mean |p - label|)."""
     out = items[["item", "title", "popularity"]].copy()
     out["genre"] = [tags[0] if len(tags) else "(none)" for tags in items["tags"]]
     out["long_tail"] = items["long_tail"].to_numpy() if "long_tail" in items else False
+    # runs before 0.3 did not record it; their loaders gave every item a title
+    out["has_text"] = items["has_text"].astype(bool).to_numpy() if "has_text" in items else True
     if routing is None or routing.empty:
         out["mean entropy"] = np.nan
         out["CRM vs LLM"] = "not scored"
@@ -52,6 +55,8 @@ def pair_agreement(agreement: pd.DataFrame, a: str, b: str) -> pd.Series:
 
 def scatter(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
     hover = {"entity_id": True, "popularity": True, "x": False, "y": False}
+    if "has_text" in frame:
+        hover["has_text"] = True
     if "agreement" in frame:
         hover["agreement"] = ":.2f"
     if colour == "popularity":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine.formatting import LOW_HELP, METRIC_NAMES, metric_cells
+from engine.metrics import metric_caveat
 from engine.store import RunReader
 
 SUMMARY_ROWS = [
@@ -19,9 +22,13 @@ SUMMARY_ROWS = [
 
 
 METRIC_COLUMNS = {
-    name: st.column_config.NumberColumn(name, format="%.4f")
-    for name in ("AUC", "LogLoss", "ACC", "UAUC")
+    name: st.column_config.TextColumn(name, help=f"{name} on the split's scored samples; "
+                                      f"{LOW_HELP}")
+    for name in METRIC_NAMES.values()
 } | {
+    "Samples": st.column_config.NumberColumn("Samples", format="%d",
+                                             help="samples the method scored on this split"),
+    "Note": st.column_config.TextColumn("Note", help="why a metric is missing or shaky"),
     "Train s": st.column_config.NumberColumn("Train s", format="%.1f",
                                              help="training wall time of the method"),
     "ms / 1k samples": st.column_config.NumberColumn(
@@ -38,25 +45,38 @@ def dataset_summary(summary: dict[str, float]) -> pd.DataFrame:
 
 
 def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
-    table = reader.metrics_table(split, "all")
-    if table.empty:
-        return table
-    columns = ["method", "kind", "auc", "logloss", "acc", "uauc", "n", "train_seconds",
-               "infer_ms_per_1k", "llm_calls_per_1k"]
-    table = table[[c for c in columns if c in table.columns]]
-    return table.rename(columns={
-        "method": "Method", "kind": "Kind", "auc": "AUC", "logloss": "LogLoss", "acc": "ACC",
-        "uauc": "UAUC", "n": "Samples", "train_seconds": "Train s",
-        "infer_ms_per_1k": "ms / 1k samples", "llm_calls_per_1k": "LLM calls / 1k"}
-    ).sort_values("AUC", ascending=False).round(4)
+    """One row per method: the metrics as display text ("n/a (one class in test)" where
+    undefined, a mark where shaky), samples, a note, and the cost columns; best AUC first."""
+    long = reader.metrics(split, "all")
+    if long.empty:
+        return pd.DataFrame()
+    cells = metric_cells(long, "method", "metric", split).reindex(
+        columns=list(METRIC_NAMES), fill_value="n/a")
+    cells.columns = list(METRIC_NAMES.values())
+    counts = long.groupby("method")[["n", "n_pos"]].max()
+    auc = long[long["metric"] == "auc"].set_index("method")["value"].reindex(cells.index)
+    notes = [metric_caveat("auc", auc[m], counts.loc[m, "n"], counts.loc[m, "n_pos"], split)
+             for m in cells.index]
+    cost = reader.methods().set_index("method").reindex(cells.index)
+    table = pd.DataFrame({"Method": cells.index, "Kind": cost["kind"].to_numpy()})
+    for name in METRIC_NAMES.values():
+        table[name] = cells[name].to_numpy()
+    table["Samples"] = counts["n"].to_numpy()
+    table["Note"] = notes
+    table["Train s"] = cost["train_seconds"].to_numpy()
+    table["ms / 1k samples"] = cost["infer_ms_per_1k"].to_numpy()
+    table["LLM calls / 1k"] = cost["llm_calls_per_1k"].to_numpy()
+    order = np.argsort(-auc.fillna(-np.inf).to_numpy(), kind="stable")
+    return table.iloc[order].reset_index(drop=True)
 
 
 def segment_table(reader: RunReader, split: str, metric: str) -> pd.DataFrame:
+    """Methods x segments of one metric, as display text; each column names its size."""
     long = reader.metrics(split)
     long = long[long["metric"] == metric]
     if long.empty:
         return pd.DataFrame()
-    wide = long.pivot(index="method", columns="segment", values="value").round(4)
+    wide = metric_cells(long, "method", "segment", split)
     sizes = long.groupby("segment")["n"].max()
     wide.columns = [f"{seg} (n={sizes[seg]:,})" for seg in wide.columns]
     return wide.reset_index().rename(columns={"method": "Method"})

@@ -103,6 +103,12 @@ def _zip_member(path: Path) -> Iterator[IO[bytes]]:
             yield member
 
 
+def zip_member_name(path: Path) -> str:
+    """The name of the one file inside a zip archive (errors as open_binary's)."""
+    with _zip_member(path) as member:
+        return member.name
+
+
 def read_text(path: Path, encoding: str) -> str:
     """Decode a plain, gzipped or single-file-zipped text file; a decoding error names the
     line and byte, and a binary file is called one (no encoding would help)."""

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from engine.data.dataset import Dataset, finish_frames
-from engine.data.readers import check_encoding, file_kind, read_text, require_file
+from engine.data.readers import (
+    check_encoding,
+    file_kind,
+    read_text,
+    require_file,
+    zip_member_name,
+)
 from engine.errors import ConfigError, DataError, quote
 from engine.options import build, parse_mapping
 
@@ -169,9 +175,11 @@ def read_table(path: Path, *, sep: str = ",", encoding: str = "utf-8",
                header: bool = True) -> Table:
     """Read a delimited or parquet file, keeping what is needed to locate a bad row.
     Without a header row, columns are named by 0-based position ("0", "1", ...)."""
-    if file_kind(path) == "parquet":  # the content decides, whatever the name says
+    content = file_kind(path)
+    if content == "parquet":  # the content decides, whatever the name says
         return Table(path, _read_parquet(path), lambda row: row + 1)
-    kind = _kind(path)
+    # a zip archive is typed by the file inside it ("ratings.zip" holding ratings.csv)
+    kind = _kind(Path(zip_member_name(path)) if content == "zip" else path)
     if kind == ".tsv" and sep == ",":
         sep = "\t"
     return _read_delimited(path, sep, encoding, header)
