@@ -20,7 +20,7 @@ def metric_text(metric: str, value: float, n: float = float("nan"),
                 n_pos: float = float("nan"), split: str = "") -> str:
     """'0.7374', '0.8123 ⚠' (low confidence) or 'n/a (one class in test)'."""
     caveat = metric_caveat(metric, value, n, n_pos, split)
-    if value != value:  # NaN
+    if pd.isna(value):
         return f"n/a ({caveat})" if caveat != "undefined" else "n/a"
     return f"{value:.4f}" + (f" {LOW_MARK}" if caveat else "")
 

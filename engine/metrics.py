@@ -94,8 +94,9 @@ def metric_caveat(metric: str, value: float, n: float, n_pos: float, split: str 
     """Why a metric is missing or shaky, in a few words ("" when it is neither):
     "one class in test", "no user with both labels", "low n: 42 samples, 3 positives"."""
     where = f" in {split}" if split else ""
-    known = n == n and n_pos == n_pos  # NaN counts: a run that did not store them
-    if value != value:  # NaN
+    # missing counts (NaN or NA): a run from before 0.3 did not store n_pos
+    known = not (pd.isna(n) or pd.isna(n_pos))
+    if pd.isna(value):
         if known and (n_pos == 0 or n_pos == n):
             return f"one class{where}"
         if metric == "uauc":

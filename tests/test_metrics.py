@@ -55,3 +55,20 @@ def test_binary_metrics_and_segments(data):
     assert cold["n"].iloc[0] == m.sum()
     assert set(table["segment"]) == {"all", "cold_user", "warm_user", "long_tail_item",
                                      "head_item"}
+
+
+def test_metric_caveats_and_runs_without_class_counts():
+    import pandas as pd
+
+    from engine.formatting import metric_text
+    from engine.metrics import metric_caveat
+
+    assert metric_caveat("auc", float("nan"), 50, 50, "test") == "one class in test"
+    assert metric_caveat("uauc", float("nan"), 500, 200) == "no user with both labels"
+    assert metric_caveat("auc", 0.7, 42, 3) == "low n: 42 samples, 3 positives"
+    assert metric_caveat("auc", 0.7, 1000, 400) == ""
+    # runs before 0.3 stored no n_pos: DuckDB hands back NA, which must not raise
+    assert metric_caveat("auc", 0.7, 1000, pd.NA) == ""
+    assert metric_text("auc", float("nan"), 1000, pd.NA) == "n/a"
+    assert metric_text("auc", 0.71234, 1000, 400) == "0.7123"
+    assert metric_text("auc", 0.71234, 42, 3) == "0.7123 ⚠"

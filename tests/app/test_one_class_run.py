@@ -59,3 +59,22 @@ def test_engine_show_prints_n_a(capsys, one_class_store):
     assert main(["show", "one-class", "--out", str(one_class_store)]) == 0
     out = capsys.readouterr().out
     assert "n/a (one class in test)" in out and "AUC" in out
+
+
+def test_runs_from_before_class_counts_still_show(monkeypatch, capsys, tmp_path, smoke_store):
+    """Runs made before 0.3 have no metrics.n_pos: tables and `show` still read them."""
+    import shutil
+
+    import duckdb
+
+    old = tmp_path / "runs"
+    old.mkdir()
+    shutil.copy(smoke_store / "smoke-run.duckdb", old / "smoke-run.duckdb")
+    shutil.copytree(smoke_store / "smoke-run", old / "smoke-run")
+    with duckdb.connect(str(old / "smoke-run.duckdb")) as con:
+        con.execute("ALTER TABLE metrics DROP COLUMN n_pos")
+    assert main(["show", "smoke-run", "--out", str(old)]) == 0
+    assert "dcnv2" in capsys.readouterr().out
+    at = open_page(monkeypatch, old, "app.py")
+    table = at.dataframe[1].value.set_index("Method")
+    assert table.loc["dcnv2", "AUC"].replace(".", "").isdigit()
