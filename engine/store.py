@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from engine import faults
-from engine.errors import StoreError
+from engine.errors import StoreError, one_line
 
 SCHEMA_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -104,13 +104,9 @@ def new_run_id(dataset: str, profile: str) -> str:
     return f"{safe}-{stamp}-{os.getpid() % 10000:04d}"
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _store_error(exc: BaseException, directory: Path, what: str) -> StoreError:
     """One line for a failed write; a full disk says so (ENOSPC, or DuckDB's words for it)."""
-    text = _one_line(exc)
+    text = one_line(str(exc))
     if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
             or DISK_FULL.search(text)):
         return StoreError(f"no space left in {directory} ({what}: {text})")
@@ -506,7 +502,7 @@ class RunWriter:
                 with safe_open(str(path), framework="pt") as handle:
                     handle.keys()
             except Exception as exc:  # safetensors raises its own types for a bad file
-                problems.append(f"weight file {name!r} does not open ({_one_line(exc)})")
+                problems.append(f"weight file {name!r} does not open ({one_line(str(exc))})")
         if problems:
             raise StoreError(f"run {self.paths.run_id} not published: {'; '.join(problems)}")
 
@@ -609,15 +605,15 @@ class RunReader:
             self.con = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as exc:
             if "lock" in str(exc).lower():  # another program holds it open for writing
-                raise StoreError(f"cannot open {self.path.name}: {_one_line(exc)}") from exc
-            raise _damaged(self.path, f"not a readable run store ({_one_line(exc)})") from exc
+                raise StoreError(f"cannot open {self.path.name}: {one_line(str(exc))}") from exc
+            raise _damaged(self.path, f"not a readable run store ({one_line(str(exc))})") from exc
         try:
             problems = integrity_problems(self.con)
             if not problems:
                 self.stored_run_id = str(self.con.execute("SELECT run_id FROM run")
                                          .fetchone()[0])
         except duckdb.Error as exc:
-            problems = [_one_line(exc)]
+            problems = [one_line(str(exc))]
         if problems:
             self.con.close()
             raise _damaged(self.path, "; ".join(problems))
@@ -650,7 +646,7 @@ class RunReader:
             try:
                 cursor.execute(f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {table}").fetchall()
             except duckdb.Error as exc:
-                raise _damaged(self.path, f"table {table}: {_one_line(exc)}") from exc
+                raise _damaged(self.path, f"table {table}: {one_line(str(exc))}") from exc
             finally:
                 cursor.close()
 
