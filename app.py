@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.formatting import LOW_HELP, LOW_MARK
+from engine.formatting import LOW_HELP, LOW_MARK, METRIC_NAMES, duration, stage_table
 from ui import export
-from ui.common import cached_runs, plain, require_run, runs_dir
+from ui.common import cached_runs, page_header, plain, require_run, runs_dir
 from ui.demo_run import demo_run_panel
+from ui.glossary import TERMS
 from ui.tables import METRIC_COLUMNS, dataset_summary, metrics_table, segment_table
 
-st.set_page_config(page_title="Duet", page_icon=":material/join:", layout="wide")
-st.title("Duet")
-st.caption("A conventional recommender and a language model, side by side.")
+page_header("Duet", ":material/join:", "A conventional recommender and a language model, side "
+            "by side: what each method buys, where, and at what cost.")
 
 runs = cached_runs(str(runs_dir()))
 if runs.empty:
@@ -25,37 +25,38 @@ reader = require_run()  # damaged runs: flagged in the sidebar, and a message if
 info = reader.run_info()
 st.subheader(f"Run {plain(info['run_id'])}")
 st.write(f"**{plain(info['dataset'])}** · profile **{plain(info['profile'])}** · "
-         f"seed {info['seed']} · "
-         f"created {info['created']:%Y-%m-%d %H:%M} UTC · {info['total_seconds']:.0f} s")
+         f"seed {info['seed']} · created {info['created']:%Y-%m-%d %H:%M} UTC · took "
+         f"{duration(info['total_seconds'])}")
 for note in reader.notes()["message"]:
     st.warning(plain(note), icon=":material/info:")
 
-left, right = st.columns([1, 2])
-with left:
-    st.markdown("#### Data")
-    summary = dataset_summary(reader.summary())
-    st.dataframe(summary, hide_index=True, key="home_summary",
-                 height=36 * (len(summary) + 1) + 4)
-with right:
-    st.markdown("#### Metrics")
-    split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
-    headline = metrics_table(reader, split)
-    st.dataframe(headline, hide_index=True, key="home_metrics", column_config=METRIC_COLUMNS)
-    if headline["Note"].str.len().gt(0).any():
-        st.caption(f"n/a: the metric is undefined on these samples. {LOW_HELP}")
-    export.table_csv(headline, f"{info['run_id']}-{split}-metrics")
-    st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): "
-               "the LLM is the costly part. The router lab compares CRM, LLM and the routed "
-               "mix on exactly the same samples.")
-    st.markdown("#### Per segment")
-    metric = st.selectbox("Metric", ["auc", "logloss", "acc", "uauc"], key="home_metric")
-    segments = segment_table(reader, split, metric)
-    st.dataframe(segments, hide_index=True, key="home_segments")
-    if segments.map(lambda v: LOW_MARK in str(v) or "n/a" in str(v)).to_numpy().any():
-        st.caption(f"{LOW_HELP}; n/a: undefined (one label class or no user with both).")
-    export.table_csv(segments, f"{info['run_id']}-{split}-{metric}-segments")
-    st.caption("Cold-start users: fewer than 3 ratings up to the end of the train period. "
-               "Long-tail items: bottom 20% by train-period popularity.")
+st.markdown("#### Data")
+figures_row = dataset_summary(reader.summary())
+for start in range(0, len(figures_row), 6):
+    for column, (label, value, help_text) in zip(st.columns(6), figures_row[start:start + 6]):
+        column.metric(label, value, help=help_text)
+
+st.markdown("#### Metrics")
+split = st.radio("Split", ["test", "valid"], horizontal=True, key="home_split")
+headline = metrics_table(reader, split)
+st.dataframe(headline, hide_index=True, key="home_metrics", column_config=METRIC_COLUMNS)
+if headline["Note"].str.len().gt(0).any():
+    st.caption(f"n/a: the metric is undefined on these samples. {LOW_HELP}")
+export.table_csv(headline, f"{info['run_id']}-{split}-metrics")
+st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): the "
+           "LLM is the costly part. The router lab compares CRM, LLM and the routed mix on "
+           "exactly the same samples. Every name and term is in the sidebar's Glossary.")
+
+st.markdown("#### Per segment")
+metric = st.selectbox("Metric", list(METRIC_NAMES), key="home_metric",
+                      format_func=METRIC_NAMES.get)
+segments = segment_table(reader, split, metric)
+st.dataframe(segments, hide_index=True, key="home_segments")
+if segments.map(lambda v: LOW_MARK in str(v) or "n/a" in str(v)).to_numpy().any():
+    st.caption(f"{LOW_HELP}; n/a: undefined (one label class or no user with both).")
+export.table_csv(segments, f"{info['run_id']}-{split}-{metric}-segments")
+st.caption(f"Cold-start user: {TERMS['Cold-start user']}. Long-tail item: "
+           f"{TERMS['Long-tail item']}.")
 
 figures = st.session_state.get(export.REPORT_KEY, {})
 st.download_button(
@@ -66,6 +67,6 @@ st.download_button(
          "(open the router lab or the maps first to include theirs).")
 
 with st.expander("Stage timings"):
-    st.dataframe(reader.stages(), hide_index=True, key="home_stages")
+    st.dataframe(stage_table(reader.stages()), hide_index=True, key="home_stages")
 with st.expander("Run configuration and versions"):
     st.json({"config": info["config"], "versions": info["versions"]}, expanded=False)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine.data.sources import SOURCES
 from engine.errors import DuetError
-from engine.formatting import metrics_report
+from engine.formatting import metrics_report, stage_table
 from engine.options import split_pairs
 from engine.profiles import PROFILES
 
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def format_stages(stages: list[tuple[str, float, str]]) -> str:
     frame = pd.DataFrame(stages, columns=["stage", "seconds", "detail"])
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.1f}")
+    return stage_table(frame).to_string(index=False)
 
 
 def format_metrics(metrics: pd.DataFrame, results: list) -> str:

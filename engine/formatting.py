@@ -1,8 +1,9 @@
 """How numbers read in every table: the CLI's, the app's and the report's.
 
-Pure functions over values and pandas frames (no Streamlit), so the engine's CLI and the app
-show the same text: metrics with 4 decimals, a missing value as "n/a (reason)", a metric on
-too few samples marked as low-confidence.
+Pure functions over values and pandas frames (no Streamlit), so the engine's CLI, the app and
+the HTML report show the same text: metrics with 4 decimals, counts with thousands separators,
+shares as percentages, durations in the unit that reads best (ms, s, min, h), a missing value
+as "n/a" plus the reason where known, a metric on too few samples marked as low-confidence.
 """
 
 from __future__ import annotations
@@ -11,9 +12,72 @@ import pandas as pd
 
 from engine.metrics import metric_caveat
 
-METRIC_NAMES = {"auc": "AUC", "logloss": "LogLoss", "acc": "ACC", "uauc": "UAUC"}
+METRIC_NAMES = {"auc": "AUC", "logloss": "LogLoss", "ece": "ECE", "acc": "ACC",
+                "uauc": "UAUC"}
 LOW_MARK = "⚠"  # after a value computed on too few samples or too few of one class
 LOW_HELP = f"{LOW_MARK}: fewer than 100 samples, or fewer than 10 clicks or non-clicks"
+NA = "n/a"
+
+
+def missing(value: object) -> bool:
+    """None, NaN or NA (a list or other container is not missing)."""
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def na(reason: str = "") -> str:
+    return f"{NA} ({reason})" if reason else NA
+
+
+def count(value: object, reason: str = "") -> str:
+    """12,345 (a whole number; n/a when missing)."""
+    return na(reason) if missing(value) else f"{round(float(value)):,}"
+
+
+def share(value: object, reason: str = "", digits: int = 1) -> str:
+    """0.551 -> '55.1%'."""
+    return na(reason) if missing(value) else f"{100 * float(value):.{digits}f}%"
+
+
+def number(value: object, reason: str = "", digits: int = 4) -> str:
+    """A quantity with a fixed number of decimals (metrics: 4)."""
+    return na(reason) if missing(value) else f"{float(value):.{digits}f}"
+
+
+def duration(seconds: object, reason: str = "") -> str:
+    """Seconds in the unit that reads best: '0.4 ms', '12 ms', '3.2 s', '4 min 12 s',
+    '2 h 5 min'."""
+    if missing(seconds):
+        return na(reason)
+    s = float(seconds)
+    if s < 0.01:
+        return f"{1000 * s:.1f} ms"
+    if s < 1:
+        return f"{1000 * s:.0f} ms"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        minutes, rest = divmod(round(s), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(s / 60), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def duration_ms(ms: object, reason: str = "") -> str:
+    """A duration given in milliseconds (the store's latency columns)."""
+    return na(reason) if missing(ms) else duration(float(ms) / 1000)
+
+
+def stage_table(stages: pd.DataFrame) -> pd.DataFrame:
+    """The stages table (stage, seconds, detail) with readable durations and a total row."""
+    out = stages[["stage", "seconds", "detail"]].copy()
+    total = pd.DataFrame([{"stage": "total", "seconds": out["seconds"].sum(), "detail": ""}])
+    out = pd.concat([out, total], ignore_index=True)
+    out["time"] = [duration(v) for v in out.pop("seconds")]
+    out["detail"] = out["detail"].fillna("").astype(str)
+    return out[["stage", "time", "detail"]]
 
 
 def metric_text(metric: str, value: float, n: float = float("nan"),

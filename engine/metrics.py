@@ -11,7 +11,8 @@ import pandas as pd
 from scipy.stats import rankdata
 
 EPS = 1e-7
-METRICS = ("auc", "logloss", "acc", "uauc")
+METRICS = ("auc", "logloss", "ece", "acc", "uauc")
+ECE_BINS = 10
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -29,6 +30,20 @@ def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
     p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
     y = np.asarray(labels, dtype=np.float64)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: over equal-width probability bins, the sample-weighted
+    mean of |mean prediction - observed click rate|."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    y = np.asarray(labels, dtype=np.float64)
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    gap = np.abs(np.bincount(idx, weights=p, minlength=bins)
+                 - np.bincount(idx, weights=y, minlength=bins))
+    return float(gap.sum() / count.sum())
 
 
 def accuracy(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> float:
@@ -56,7 +71,7 @@ def uauc(labels: np.ndarray, probs: np.ndarray, users: np.ndarray) -> float:
 def binary_metrics(labels: np.ndarray, probs: np.ndarray,
                    users: np.ndarray | None = None) -> dict[str, float]:
     out = {"auc": auc(labels, probs), "logloss": logloss(labels, probs),
-           "acc": accuracy(labels, probs)}
+           "ece": ece(labels, probs), "acc": accuracy(labels, probs)}
     if users is not None:
         out["uauc"] = uauc(labels, probs, users)
     return out

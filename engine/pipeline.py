@@ -271,7 +271,8 @@ def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]
             "config": _json(result.config), "train_seconds": result.cost.get("train_seconds"),
             "infer_ms_per_1k": result.cost.get("infer_ms_per_1k"),
             "llm_calls_per_1k": result.cost.get("llm_calls_per_1k", 0.0),
-            "cost": _json(result.cost), "weights_file": ",".join(weight_files)}]))
+            "cost": _json(result.cost), "weights_file": ",".join(weight_files),
+            "description": result.description}]))
         for split, probs in result.probs.items():
             ids = task.samples["sample_id"].to_numpy()[result_rows(task, result, split)]
             writer.append("predictions", pd.DataFrame(

@@ -22,6 +22,7 @@ from torch import nn
 from engine.data.task import EntityCodes, FeatureSchema, sample_prompt
 from engine.errors import DuetError, StoreError
 from engine.models import build_crm, crm_config
+from engine.models.generation import Decoding, generate_cached
 from engine.routing import binary_entropy
 from engine.store import FEATURES_STEM, RunReader
 
@@ -179,3 +180,9 @@ class PairScorer:
         to_llm = entropy > threshold
         return RoutedScore(p_crm=p_crm, p_llm=p_llm, entropy=entropy,
                            route="LLM" if to_llm else "CRM", p=p_llm if to_llm else p_crm)
+
+    # --- text on demand -------------------------------------------------------------------
+    def explain(self, prompt: str, method: str, decoding: Decoding = Decoding()) -> str:
+        """The method's LLM's own words for a prompt: its answer, or its chain of thought
+        (decoding.style "reasoning"); generated once, then read from the disk cache."""
+        return generate_cached(self.llm(method), [prompt], decoding)[0]

@@ -60,7 +60,7 @@ SCHEMA = {
     "summary": "key VARCHAR, value DOUBLE",
     "methods": """method VARCHAR, kind VARCHAR, config JSON, train_seconds DOUBLE,
                   infer_ms_per_1k DOUBLE, llm_calls_per_1k DOUBLE, cost JSON,
-                  weights_file VARCHAR""",
+                  weights_file VARCHAR, description VARCHAR""",
     "predictions": "sample_id BIGINT, method VARCHAR, prob DOUBLE",
     # value NULL: undefined (e.g. AUC with one label class); n_pos: positives among the n
     "metrics": "method VARCHAR, split VARCHAR, segment VARCHAR, metric VARCHAR, value DOUBLE, "
@@ -768,6 +768,11 @@ class RunReader:
         frame = self.query('SELECT * FROM interactions WHERE CAST("user" AS VARCHAR) = ?',
                            [str(user)])  # DuckDB scans in insertion (source) order
         return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+    def predictions_of(self, method: str) -> pd.DataFrame:
+        """Every sample one method scored: sample_id, method, prob (valid and test)."""
+        return self.query("SELECT sample_id, method, prob FROM predictions WHERE method = ? "
+                          "ORDER BY sample_id", [method])
 
     def predictions_for(self, sample_ids: list[int]) -> pd.DataFrame:
         """Long: sample_id, method, prob for these samples."""

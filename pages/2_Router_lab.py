@@ -6,10 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import routing
+from engine.formatting import METRIC_NAMES
 from engine.metrics import LOW_CLASS, LOW_N
 from ui import export
 from ui import router_charts as charts
 from ui.common import page_header, plain, require_run, require_table
+from ui.glossary import TERMS
 
 page_header("Router lab", ":material/alt_route:",
             "CoReLLa routes a sample to the LLM when the CRM's click probability is uncertain: "
@@ -104,11 +106,14 @@ def router() -> None:
     cols[5].metric("Est. ms / 1k samples", fmt(cost["ms_per_1k"], "{:,.0f}"),
                    help="1000 × CRM latency + LLM calls × LLM latency (measured per sample); "
                         "n/a when the run did not record both latencies")
-    cols = st.columns(6)
+    cols = st.columns(8)
     for i, (who, name) in enumerate((("crm", "CRM"), ("llm", "LLM"))):
-        for j, (key, label) in enumerate((("auc", "AUC"), ("logloss", "LogLoss"),
-                                          ("acc", "ACC"))):
-            cols[3 * i + j].metric(f"{name} {label}", fmt(m[f"{who}_{key}"]))
+        values = {"auc": m[f"{who}_auc"], "logloss": m[f"{who}_logloss"],
+                  "ece": charts.calibration_error(lab[f"{who}_rel"]), "acc": m[f"{who}_acc"]}
+        for j, (key, label) in enumerate(METRIC_NAMES.items()):
+            if key in values:
+                cols[4 * i + j].metric(f"{name} {label}", fmt(values[key]),
+                                       help=TERMS[label])
 
     top_left, top_right = st.columns(2)
     export.chart(charts.entropy_histogram(lab["hist"], threshold), "router_hist", top_left)

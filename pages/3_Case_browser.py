@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui import cases
 from ui.common import page_header, plain, require_run
-from ui.pair_panel import pair_panel
+from ui.pair_panel import ask_llm_panel, pair_panel
 
 MAX_MATCHES = 200
 MAX_PICKS = 1000
@@ -49,6 +49,16 @@ def routed_reads(run_id: str, mtime: float, method: str, _reader) -> dict:
             "predictions": _reader.predictions_for(ids), "routing": routing}
 
 
+@st.cache_data(show_spinner="Reading the method's scored samples…", max_entries=4)
+def method_reads(run_id: str, mtime: float, judged: str, routed: str | None, _reader) -> dict:
+    """Every valid and test sample a method scored (the whole split for a CRM), with the
+    routed method's signals where it analysed the same sample."""
+    predictions = _reader.predictions_of(judged)
+    ids = predictions["sample_id"].tolist()
+    return {"samples": _reader.samples_for(sample_ids=ids), "predictions": predictions,
+            "routing": _reader.routing_for(routed, ids) if routed else None}
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def prompt_of(run_id: str, mtime: float, sample_id: int, _reader) -> str | None:
     return _reader.prompt_for(sample_id)
@@ -82,7 +92,7 @@ def column_config(table: pd.DataFrame) -> dict:
     return config
 
 
-def samples_section(table: pd.DataFrame, what: str, ident: str) -> None:
+def samples_section(table: pd.DataFrame, what: str, ident: str, method: str | None) -> None:
     if table.empty:
         st.info(f"This {what} has no valid or test samples.")
         return
@@ -99,12 +109,14 @@ def samples_section(table: pd.DataFrame, what: str, ident: str) -> None:
         state["cases_prompt_sample"] = next((i for i in ids if splits[i] == "test"), ids[0])
     sample = st.selectbox("Prompt of sample", ids, key="cases_prompt_sample",
                           format_func=lambda i: f"#{i} · {splits[i]} · {titles[i]}")
+    prompt = prompt_of(reader.run_id, mtime, int(sample), reader)
     with st.expander(f"Prompt of sample #{sample}"):
-        prompt = prompt_of(reader.run_id, mtime, int(sample), reader)
         if prompt is None:
-            st.caption("No prompt stored for this sample (runs store test samples' prompts).")
+            st.caption("No prompt stored for this sample (runs store test samples' prompts); "
+                       "asking the LLM below rebuilds it exactly from the run.")
         else:
             st.code(prompt, language=None, wrap_lines=True)
+    ask_llm_panel(reader, table.set_index("sample_id", drop=False).loc[sample], method, prompt)
 
 
 def show_user(user: str, method: str | None, threshold: float) -> None:
@@ -130,7 +142,7 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
             st.dataframe(written, hide_index=True, key="cases_reviews")
     table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
                              reads["routing"], threshold)
-    samples_section(table, "user", user)
+    samples_section(table, "user", user, method)
 
 
 def show_item(item: str, method: str | None, threshold: float) -> None:
@@ -155,7 +167,7 @@ def show_item(item: str, method: str | None, threshold: float) -> None:
     cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
     table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
                              reads["routing"], threshold)
-    samples_section(table, "item", item)
+    samples_section(table, "item", item, method)
 
 
 def query_changed() -> None:  # a new search shows its best match at once
@@ -218,33 +230,45 @@ pair_panel(reader, catalog["users"], catalog["items"],
 
 st.divider()
 st.subheader("Hardest cases")
-if not method:
-    st.info("The hardest cases need a routed method (such as CoReLLa): its CRM entropy says "
-            "how sure the CRM was. Make a run whose profile includes `corella`.")
-    st.stop()
-base = routed_reads(reader.run_id, mtime, method, reader)
+judges = ([*cases.JUDGED] if method else []) + sorted(catalog["methods"]["method"])
+c = st.columns([2, 2, 2, 2])
+judged = c[0].selectbox(
+    "Judge", judges, key="cases_hard_judged",
+    format_func=lambda j: cases.JUDGED.get(j, f"{j} (every sample it scored)"),
+    help="p, whose error |p − label| ranks cases: the routed method's parts on its analysed "
+         "samples, or any stored method on every valid and test sample it scored")
+if judged in cases.JUDGED:
+    base = routed_reads(reader.run_id, mtime, method, reader)
+else:
+    base = method_reads(reader.run_id, mtime, judged, method, reader)
 table = cases.case_table(base["samples"], catalog["items"], base["predictions"],
                          base["routing"], threshold)
-c = st.columns([2, 2, 2, 2])
-judged = c[0].selectbox("Judge", list(cases.JUDGED), format_func=cases.JUDGED.get,
-                        key="cases_hard_judged", help="p, whose error |p − label| ranks cases")
-route = c[1].radio("Route", cases.ROUTES, horizontal=True, key="cases_hard_route")
+route = c[1].radio("Route", cases.ROUTES, horizontal=True, key="cases_hard_route",
+                   disabled=not method, help="the routed method's route at the threshold")
+disagree = c[1].selectbox("CRM vs LLM", list(cases.DISAGREE), key="cases_hard_disagree",
+                          format_func=cases.DISAGREE.get, disabled=not method,
+                          help="samples where the routed method's CRM and LLM disagree")
 wrong = c[2].checkbox("Confident and wrong only", key="cases_hard_wrong",
                       help="|p − label| > 0.5 while the CRM entropy is below the slider")
 max_entropy = c[2].slider("CRM entropy below", 0.0, 1.0, 0.5, 0.01, key="cases_hard_entropy",
                           disabled=not wrong)
 segments = c[3].multiselect("Segment", list(cases.SEGMENTS), key="cases_hard_segments",
                             placeholder="all samples")
-hard = cases.hardest_cases(table, judged=judged, route=route, wrong_only=wrong,
-                           max_entropy=max_entropy, segments=segments)
-st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples that {plain(method)} "
-           "analysed, worst first (click a header to sort).")
+hard = cases.hardest_cases(table, judged=judged, route=route if method else "any",
+                           wrong_only=wrong, max_entropy=max_entropy, segments=segments,
+                           disagree=disagree if method else "any")
+scope = (f"that {plain(method)} analysed" if judged in cases.JUDGED
+         else f"that {plain(judged)} scored")
+st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples {scope}, worst first "
+           "(click a header to sort).")
 st.dataframe(hard, hide_index=True, key="cases_hard", column_config=column_config(hard),
              placeholder="–")
-st.download_button("Download CSV", cases.to_csv(hard), file_name=f"hardest-{method}.csv",
+st.download_button("Download CSV", cases.to_csv(hard), file_name=f"hardest-{judged}.csv",
                    mime="text/csv", key="cases_hard_csv", on_click="ignore")
 if not hard.empty:
     rows = hard.head(MAX_PICKS).set_index("sample_id")
+    if state.get("cases_hard_pick") not in rows.index:  # follow the filter, not a stale pick
+        state.pop("cases_hard_pick", None)
     pick = st.selectbox("Open a case", rows.index.tolist(), key="cases_hard_pick",
                         format_func=lambda i: f"#{i} · user {rows.at[i, 'user']} · "
                                               f"{rows.at[i, 'title']} · error "

@@ -72,3 +72,14 @@ def test_metric_caveats_and_runs_without_class_counts():
     assert metric_text("auc", float("nan"), 1000, pd.NA) == "n/a"
     assert metric_text("auc", 0.71234, 1000, 400) == "0.7123"
     assert metric_text("auc", 0.71234, 42, 3) == "0.7123 ⚠"
+
+
+def test_ece_is_the_weighted_gap_between_prediction_and_click_rate():
+    from engine.metrics import ece
+
+    # bin [0.2, 0.3): mean p 0.25, click rate 0.5 (gap 0.25, 4 of 8 samples);
+    # bin [0.8, 0.9): mean p 0.85, click rate 0.75 (gap 0.1, 4 of 8 samples)
+    p = np.array([0.2, 0.25, 0.25, 0.3 - 1e-9, 0.8, 0.85, 0.85, 0.9 - 1e-9])
+    y = np.array([1, 0, 1, 0, 1, 1, 1, 0])
+    assert ece(y, p) == pytest.approx(0.5 * 0.25 + 0.5 * 0.1, abs=1e-6)
+    assert ece(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from engine.data.dataset import REVIEW_COLUMNS
 from engine.routing import binary_entropy, method_settings
+from ui.figures import styled
 
 DEFAULT_METHOD = "corella"
 DEFAULT_THRESHOLD = 0.5
@@ -26,11 +27,14 @@ ROUTES = ("any", "LLM", "CRM")
 SEGMENTS = {"cold-start user": "cold_user", "long-tail item": "long_tail_item"}
 JUDGED = {"routed": "routed prediction (LLM where routed, else CRM)",
           "p_crm": "CRM probability (p_crm)", "p_llm": "LLM probability (p_llm)"}
+DISAGREE = {"any": "any", "crm_right": "CRM right, LLM wrong",
+            "llm_right": "LLM right, CRM wrong"}
 BASE_COLUMNS = ["sample_id", "split", "time", "user", "item", "title", "rating", "label"]
 ROUTE_COLUMNS = ["entropy", "route", "answer"]
-HARD_COLUMNS = ["sample_id", "split", "time", "user", "item", "title", "rating", "label", "p",
-                "error", "p_crm", "p_llm", "entropy", "route", "cold_user", "long_tail_item",
-                "answer"]
+# what a reader needs first comes first, so entropy and route show without scrolling sideways
+HARD_COLUMNS = ["sample_id", "p", "error", "label", "entropy", "route", "p_crm", "p_llm",
+                "title", "user", "item", "split", "time", "rating", "cold_user",
+                "long_tail_item", "answer"]
 TIMELINE_KINDS = ["history only", "train", "valid", "test"]
 TIMELINE_COLOURS = {"history only": "#BAB0AC", "train": "#4C78A8", "valid": "#F58518",
                     "test": "#E45756"}
@@ -185,30 +189,39 @@ def case_table(samples: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataF
     frame["route"] = route_at(frame["entropy"], threshold)
     frame["answer"] = frame["answer"].astype(object).where(frame["answer"].notna(), None)
     segments = [c for c in SEGMENTS.values() if c in frame]
-    return frame[BASE_COLUMNS + methods + ["p_crm", "p_llm"] + ROUTE_COLUMNS + segments]
+    return frame[BASE_COLUMNS + methods + ["p_crm", "p_llm"] + ROUTE_COLUMNS + segments
+                 + ["timestamp"]]
 
 
 def method_columns(table: pd.DataFrame) -> list[str]:
-    fixed = set(BASE_COLUMNS + ROUTE_COLUMNS + ["p_crm", "p_llm"] + list(SEGMENTS.values()))
+    fixed = set(BASE_COLUMNS + ROUTE_COLUMNS + ["p_crm", "p_llm", "timestamp"]
+                + list(SEGMENTS.values()))
     return [c for c in table.columns if c not in fixed]
 
 
 def shown_columns(table: pd.DataFrame) -> list[str]:
-    """What the user/item samples table shows: base, methods, entropy, route, answer."""
-    return BASE_COLUMNS + method_columns(table) + ROUTE_COLUMNS
+    """What the user/item samples table shows, the decisive columns first: sample, split,
+    title, label, entropy, route, every method's probability, the answer, then the rest."""
+    first = ["sample_id", "split", "title", "label", "entropy", "route"]
+    rest = [c for c in BASE_COLUMNS if c not in first]
+    return first + method_columns(table) + ["answer"] + rest
 
 
 def hardest_cases(cases: pd.DataFrame, *, judged: str = "routed", route: str = "any",
                   wrong_only: bool = False, max_entropy: float = 0.5,
-                  segments: Iterable[str] = ()) -> pd.DataFrame:
+                  segments: Iterable[str] = (), disagree: str = "any") -> pd.DataFrame:
     """Filter a case table (routed samples) to the hard ones, worst first.
 
     `p` is the judged probability ("routed", "p_crm", "p_llm" or a method column) and
     `error` = |p - label|. route: "any", "LLM" or "CRM" (at the table's threshold);
     wrong_only keeps the confident and wrong (error > 0.5, CRM entropy < max_entropy);
-    segments (keys of SEGMENTS) must all hold. Sorted by error, largest first."""
+    segments (keys of SEGMENTS) must all hold; disagree (keys of DISAGREE) keeps the samples
+    where one of the routed method's CRM and LLM is right (|p - label| < 0.5) and the other
+    wrong. Sorted by error, largest first."""
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
+    if disagree not in DISAGREE:
+        raise ValueError(f"disagree must be one of {tuple(DISAGREE)}, not {disagree!r}")
     frame = cases.copy()
     frame["p"] = routed_prob(frame) if judged == "routed" else frame[judged].astype(float)
     frame["error"] = (frame["p"] - frame["label"].astype(float)).abs()
@@ -219,6 +232,13 @@ def hardest_cases(cases: pd.DataFrame, *, judged: str = "routed", route: str = "
         keep &= confident_wrong(frame["p"], frame["label"], frame["entropy"], max_entropy)
     for name in segments:
         keep &= frame[SEGMENTS[name]].fillna(False).astype(bool)
+    if disagree != "any":
+        label = frame["label"].astype(float)
+        crm_right = (frame["p_crm"].astype(float) - label).abs() < 0.5
+        llm_right = (frame["p_llm"].astype(float) - label).abs() < 0.5
+        both = frame["p_crm"].notna() & frame["p_llm"].notna()
+        keep &= both & ((crm_right & ~llm_right) if disagree == "crm_right"
+                        else (llm_right & ~crm_right))
     out = frame[keep].sort_values(["error", "sample_id"], ascending=[False, True],
                                   na_position="last")
     return out[[c for c in HARD_COLUMNS if c in out]].reset_index(drop=True)
@@ -287,10 +307,8 @@ def timeline_figure(frame: pd.DataFrame, user: str) -> go.Figure:
                      hover_data={"item": True, "kind": True, "time": "|%Y-%m-%d %H:%M"},
                      category_orders={"kind": kinds}, color_discrete_map=TIMELINE_COLOURS)
     fig.update_traces(marker={"size": 9, "opacity": 0.8})
-    fig.update_layout(title=f"Ratings of user {user} over time", xaxis_title="time",
-                      yaxis_title="rating", height=340, legend_title_text="",
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      legend={"orientation": "h", "y": -0.25})
+    styled(fig, f"Ratings of user {user} over time", "time", "rating", height=360)
+    fig.update_layout(legend_title_text="")
     return fig
 
 

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from engine.errors import StoreError
 from engine.store import SUFFIX, RunReader, list_runs, open_run
+from ui.glossary import glossary_table
 
 RUN_KEY = "duet_run_id"  # shared across pages: the chosen run
+PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
 # What makes markdown (and Streamlit's extensions of it) out of text: links and images ([ ] !),
 # autolinks and HTML (< >), emphasis and code (* _ ` ~), headings and tables (# |), LaTeX ($),
 # directives and emoji (: { }), entities (&), and the escape character itself.
@@ -115,14 +118,44 @@ def require_run() -> RunReader:
         st.info("No readable run: every run here is damaged (see the sidebar). Make a new one "
                 "with `python -m engine run --profile demo`.")
         st.stop()
-    return reader_for(choose_run(runs))
+    reader = reader_for(choose_run(runs))
+    sidebar_glossary(reader)
+    return reader
 
 
 def page_header(title: str, icon: str, caption: str) -> None:
-    """Every page's config, title and one-line purpose."""
+    """Every page's config, the sidebar's page links, its title and one-line purpose."""
     st.set_page_config(page_title=f"{title} · Duet", page_icon=icon, layout="wide")
+    navigation()
     st.title(title)
     st.caption(caption)
+
+
+def page_links() -> list[tuple[str, str]]:
+    """(script, label) of every page: Home (app.py), then pages/ in file order, labelled from
+    the file name ("2_Router_lab.py" -> "Router lab")."""
+    links = [("app.py", "Home")]
+    for path in sorted(PAGES_DIR.glob("*.py")):
+        links.append((f"pages/{path.name}", re.sub(r"^\d+_", "", path.stem).replace("_", " ")))
+    return links
+
+
+def navigation() -> None:
+    """The sidebar's page list (Streamlit's own would call the home page "app")."""
+    try:
+        for script, label in page_links():
+            st.sidebar.page_link(script, label=label)
+    except StreamlitAPIException:
+        # a page run as the main script by itself (AppTest) has no app around it to link to
+        return
+    st.sidebar.divider()
+
+
+def sidebar_glossary(reader: RunReader) -> None:
+    """Every term and every stored variant of the run, one line each, on every page."""
+    with st.sidebar.expander("Glossary", icon=":material/menu_book:"):
+        for term, meaning in glossary_table(reader.methods()).itertuples(index=False):
+            st.markdown(f"**{plain(term)}**: {plain(meaning)}")
 
 
 def require_table(reader: RunReader, table: str, message: str) -> None:

@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from ui.figures import inside_label_position, styled
+
 COLOURINGS = ("genre", "popularity", "mean entropy", "CRM vs LLM")
 
 
@@ -70,19 +72,24 @@ def scatter(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
         fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="title",
                          hover_data=hover)
     fig.update_traces(marker={"size": 6, "opacity": 0.8})
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=480,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, dragmode="lasso",
-                      legend={"orientation": "h", "y": -0.05})
+    styled(fig, title, height=520)
+    fig.update_layout(xaxis_visible=False, yaxis_visible=False, dragmode="lasso")
     return fig
 
 
 def agreement_histogram(values: pd.Series, a: str, b: str, k: int) -> go.Figure:
+    """Per-item agreement of two spaces, with the level two unrelated spaces would reach:
+    k / (n - 1) for n items (each item's k neighbours drawn at random from the others)."""
     fig = px.histogram(values, nbins=min(k + 1, 20), range_x=(0, 1))
-    fig.update_layout(title=f"Agreement of {a} and {b}: shared share of {k} nearest "
-                            "neighbours per item", showlegend=False, height=300,
-                      xaxis_title="agreement", yaxis_title="items",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
+    chance = k / max(1, len(values) - 1)
+    fig.add_vline(x=chance, line_dash="dot", line_color="grey",
+                  annotation_text=f"chance {chance:.3f}",
+                  annotation_position=inside_label_position(chance))
+    fig.add_vline(x=float(values.mean()), line_color="black",
+                  annotation_text=f"mean {values.mean():.3f}",
+                  annotation_position="bottom right" if values.mean() < 0.6 else "bottom left")
+    return styled(fig, f"Agreement of {a} and {b}: shared share of {k} nearest neighbours",
+                  "agreement", "items", height=320, legend=False)
 
 
 def selected_items(frame: pd.DataFrame, selection: dict | None) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import DuetError, StoreError
+from engine.models.generation import Decoding
 from engine.scoring import PairScorer
 from engine.store import RunReader
 from ui import cases
@@ -97,3 +98,40 @@ def _score(scorer: PairScorer, user: str, item: str, cutoff: date | None,
     except DuetError as exc:
         return {"error": str(exc)}
     return {"pair": pair, "cutoff": cutoff, "table": cases.live_table(crm, routed, threshold)}
+
+
+ASK_STYLES = {"answer": ("its answer", Decoding("answer", max_new_tokens=16)),
+              "reasoning": ("its reasoning (chain of thought)",
+                            Decoding("reasoning", max_new_tokens=96))}
+ASKED_KEY = "cases_asked"  # session: (run, sample, method, style) -> generated text
+
+
+def ask_llm_panel(reader: RunReader, sample: pd.Series, method: str | None,
+                  stored_prompt: str | None) -> None:
+    """Generate the LLM's answer or chain of thought for one case on demand: any valid or
+    test sample (its prompt rebuilt exactly when the run did not store it), cached on disk
+    and in the session."""
+    try:
+        scorer = scorer_for(str(reader.path), reader.path.stat().st_mtime, reader)
+    except StoreError:
+        return
+    llm_methods = scorer.llm_methods()
+    if not llm_methods:
+        st.caption("No method of this run stored an LLM to ask.")
+        return
+    method = method if method in llm_methods else llm_methods[0]
+    left, right = st.columns([3, 1])
+    style = left.radio(f"Ask {plain(method)}'s LLM for", list(ASK_STYLES), horizontal=True,
+                       key="cases_ask_style", format_func=lambda s: ASK_STYLES[s][0])
+    key = (reader.run_id, int(sample["sample_id"]), method, style)
+    asked = st.session_state.setdefault(ASKED_KEY, {})
+    if right.button("Ask the LLM", key="cases_ask", icon=":material/chat:",
+                    help="generated once per sample and setting, then read from the cache"):
+        prompt = stored_prompt or scorer.pair(str(sample["user"]), str(sample["item"]),
+                                              as_of=int(sample["timestamp"])).prompt
+        with st.spinner("The LLM is writing (its first use loads it, ~10 s)…"):
+            asked[key] = scorer.explain(prompt, method, ASK_STYLES[style][1])
+    if key in asked:  # plain text in a code block: the model's words, never markup
+        st.caption(f"{ASK_STYLES[style][0].capitalize()}, sample #{int(sample['sample_id'])}:")
+        st.code(asked[key] or "(nothing: the model ended at once)", language=None,
+                wrap_lines=True)

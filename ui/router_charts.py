@@ -10,17 +10,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ui.figures import inside_label_position, styled
+
 CRM_COLOUR = "#4C78A8"
 LLM_COLOUR = "#F58518"
 MIX_COLOUR = "#54A24B"
 WRONG_COLOUR = "#E45756"
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=340,
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      legend={"orientation": "h", "y": -0.25})
-    return fig
 
 
 def entropy_counts(entropy: np.ndarray, crm_correct: np.ndarray, bins: int = 40) -> pd.DataFrame:
@@ -42,9 +37,10 @@ def entropy_histogram(counts: pd.DataFrame, threshold: float) -> go.Figure:
     ])
     fig.update_layout(barmode="stack", bargap=0)
     fig.add_vline(x=threshold, line_dash="dash", line_color="black",
-                  annotation_text=f"threshold {threshold:.3f} → LLM", annotation_position="top")
+                  annotation_text=f"threshold {threshold:.3f} → LLM",
+                  annotation_position=inside_label_position(threshold))
     fig.update_xaxes(range=[0, 1.02])
-    return _layout(fig, "CRM uncertainty (entropy of p_crm, bits)", "entropy", "samples")
+    return styled(fig, "CRM uncertainty (entropy of p_crm, bits)", "entropy", "samples")
 
 
 def quality_vs_share(curve: pd.DataFrame, share: float, auc: float, crm_auc: float,
@@ -62,7 +58,7 @@ def quality_vs_share(curve: pd.DataFrame, share: float, auc: float, crm_auc: flo
     fig.add_hline(y=llm_auc, line_dash="dot", line_color=LLM_COLOUR,
                   annotation_text="LLM only", annotation_position="bottom right")
     fig.update_xaxes(range=[-1, 101])
-    return _layout(fig, "Quality of the mix vs LLM share", "samples sent to the LLM (%)", "AUC")
+    return styled(fig, "Quality of the mix vs LLM share", "samples sent to the LLM (%)", "AUC")
 
 
 def bucket_bars(buckets: pd.DataFrame) -> go.Figure:
@@ -78,19 +74,38 @@ def bucket_bars(buckets: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="group")
     low = np.nanmin(buckets[["crm_auc", "llm_auc"]].to_numpy(), initial=0.5)
     fig.update_yaxes(range=[max(0.0, min(0.5, low) - 0.05), 1.0])
-    return _layout(fig, "CRM vs LLM by CRM uncertainty (entropy terciles)", "", "AUC")
+    return styled(fig, "CRM vs LLM by CRM uncertainty (entropy terciles)", "", "AUC")
+
+
+def calibration_error(frame: pd.DataFrame) -> float:
+    """ECE from a reliability table: the count-weighted mean gap of prediction and rate."""
+    count = frame["count"].to_numpy(dtype=float)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(frame["mean_pred"].to_numpy() - frame["click_rate"].to_numpy())
+    return float((count * gap).sum() / count.sum())
 
 
 def reliability_diagram(crm: pd.DataFrame, llm: pd.DataFrame) -> go.Figure:
+    """Observed click rate against the mean prediction per probability bin for both models,
+    with each bin's sample count as bars (right axis) and each model's ECE in the legend."""
     fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
                                 line={"dash": "dot", "color": "grey"})])
     for name, frame, colour in (("CRM", crm, CRM_COLOUR), ("LLM", llm, LLM_COLOUR)):
+        fig.add_trace(go.Bar(
+            x=(frame["bin_lo"] + frame["bin_hi"]) / 2, y=frame["count"], yaxis="y2",
+            width=0.045, offset=-0.045 if name == "CRM" else 0.0, marker_color=colour,
+            opacity=0.25, name=f"{name} samples per bin", showlegend=False,
+            hovertemplate="%{y:,} samples<extra>" + name + "</extra>"))
         fig.add_trace(go.Scatter(
-            x=frame["mean_pred"], y=frame["click_rate"], mode="lines+markers", name=name,
-            line_color=colour, customdata=frame["count"],
+            x=frame["mean_pred"], y=frame["click_rate"], mode="lines+markers",
+            name=f"{name} (ECE {calibration_error(frame):.3f})", line_color=colour,
+            customdata=frame["count"],
             hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>n=%{customdata:,}"
                           f"<extra>{name}</extra>"))
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1])
-    return _layout(fig, "Reliability (10 probability bins)", "mean predicted click probability",
-                   "observed click rate")
+    fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False,
+                              "title": "samples per bin", "rangemode": "tozero"})
+    return styled(fig, "Reliability (10 probability bins; bars: samples per bin)",
+                  "mean predicted click probability", "observed click rate")

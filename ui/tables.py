@@ -1,4 +1,8 @@
-"""Tables the pages show, shaped from the store's frames (pure functions, easy to test)."""
+"""Tables the pages show, shaped from the store's frames (pure functions, easy to test).
+
+Every value leaves here as display text from engine.formatting (the CLI and the report use
+the same), so no page shows "None", a raw float or a count with decimals.
+"""
 
 from __future__ import annotations
 
@@ -6,66 +10,82 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine import formatting as fmt
 from engine.formatting import LOW_HELP, METRIC_NAMES, metric_cells
 from engine.metrics import metric_caveat
 from engine.store import RunReader
+from ui.glossary import TERMS, describe_methods
 
-SUMMARY_ROWS = [
-    ("interactions", "Ratings", "{:,.0f}"), ("users", "Users", "{:,.0f}"),
-    ("items", "Items", "{:,.0f}"), ("density", "Density", "{:.2%}"),
-    ("click_rate", "Click rate", "{:.1%}"), ("samples", "Samples", "{:,.0f}"),
-    ("train_samples", "Train", "{:,.0f}"), ("valid_samples", "Valid", "{:,.0f}"),
-    ("test_samples", "Test", "{:,.0f}"),
-    ("cold_user_test_share", "Cold-start users in test", "{:.1%}"),
-    ("long_tail_test_share", "Long-tail items in test", "{:.1%}"),
+# (summary key, label, formatter, help)
+SUMMARY_FIELDS = [
+    ("interactions", "Ratings", fmt.count, "ratings after exact duplicates were dropped"),
+    ("users", "Users", fmt.count, None),
+    ("items", "Items", fmt.count, None),
+    ("items_with_text_share", "Items with text", fmt.share,
+     "items with a title or text; the others reach the LLM and the maps as bare ids"),
+    ("click_rate", "Click rate", fmt.share, TERMS["Click"]),
+    ("samples", "Samples", fmt.count,
+     "ratings with enough earlier history to be a sample (train + valid + test)"),
+    ("train_samples", "Train", fmt.count, None),
+    ("valid_samples", "Valid", fmt.count, None),
+    ("test_samples", "Test", fmt.count, None),
+    ("cold_user_test_share", "Cold-start in test", fmt.share, TERMS["Cold-start user"]),
+    ("long_tail_test_share", "Long-tail in test", fmt.share, TERMS["Long-tail item"]),
 ]
 
-
+COST_COLUMNS = ["Train time", "Inference / 1k", "LLM calls / 1k"]
 METRIC_COLUMNS = {
-    name: st.column_config.TextColumn(name, help=f"{name} on the split's scored samples; "
-                                      f"{LOW_HELP}")
+    name: st.column_config.TextColumn(name, help=f"{TERMS[name]}. {LOW_HELP}")
     for name in METRIC_NAMES.values()
 } | {
-    "Samples": st.column_config.NumberColumn("Samples", format="%d",
-                                             help="samples the method scored on this split"),
+    "Method": st.column_config.TextColumn("Method", help="the stored variant; hover 'What it "
+                                          "is', or see the Glossary in the sidebar"),
+    "Kind": st.column_config.TextColumn("Kind", help="crm: no LLM; llm: the LLM alone; "
+                                        "hybrid: both"),
+    "Samples": st.column_config.TextColumn("Samples", help=TERMS["Samples"]),
     "Note": st.column_config.TextColumn("Note", help="why a metric is missing or shaky"),
-    "Train s": st.column_config.NumberColumn("Train s", format="%.1f",
-                                             help="training wall time of the method"),
-    "ms / 1k samples": st.column_config.NumberColumn(
-        "ms / 1k samples", format="%.1f", help="measured inference time per 1,000 samples"),
-    "LLM calls / 1k": st.column_config.NumberColumn(
-        "LLM calls / 1k", format="%.0f", help="samples per 1,000 that the LLM scores"),
+    "Train time": st.column_config.TextColumn("Train time",
+                                              help="training wall time of the method"),
+    "Inference / 1k": st.column_config.TextColumn("Inference / 1k",
+                                                  help=TERMS["Inference cost"]),
+    "LLM calls / 1k": st.column_config.TextColumn(
+        "LLM calls / 1k", help="samples per 1,000 that the LLM scores"),
+    "What it is": st.column_config.TextColumn("What it is", width="large"),
 }
 
 
-def dataset_summary(summary: dict[str, float]) -> pd.DataFrame:
-    rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
-            if key in summary]
-    return pd.DataFrame(rows, columns=["", "value"])
+def dataset_summary(summary: dict[str, float]) -> list[tuple[str, str, str | None]]:
+    """(label, value text, help) for every summary figure the run has."""
+    return [(label, format_value(summary[key]), help_text)
+            for key, label, format_value, help_text in SUMMARY_FIELDS if key in summary]
 
 
 def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
-    """One row per method: the metrics as display text ("n/a (one class in test)" where
-    undefined, a mark where shaky), samples, a note, and the cost columns; best AUC first."""
+    """One row per method, every cell display text: the metrics ("n/a (one class in test)"
+    where undefined, a mark where shaky), samples, a note, the costs with units and what the
+    method is; best AUC first."""
     long = reader.metrics(split, "all")
     if long.empty:
         return pd.DataFrame()
     cells = metric_cells(long, "method", "metric", split).reindex(
-        columns=list(METRIC_NAMES), fill_value="n/a")
+        columns=list(METRIC_NAMES), fill_value=fmt.NA)
     cells.columns = list(METRIC_NAMES.values())
-    counts = long.groupby("method")[["n", "n_pos"]].max()
+    counts = long.groupby("method")[["n", "n_pos"]].max().reindex(cells.index)
     auc = long[long["metric"] == "auc"].set_index("method")["value"].reindex(cells.index)
-    notes = [metric_caveat("auc", auc[m], counts.loc[m, "n"], counts.loc[m, "n_pos"], split)
-             for m in cells.index]
-    cost = reader.methods().set_index("method").reindex(cells.index)
-    table = pd.DataFrame({"Method": cells.index, "Kind": cost["kind"].to_numpy()})
+    methods = reader.methods()
+    cost = methods.set_index("method").reindex(cells.index)
+    what = describe_methods(methods)
+    table = pd.DataFrame({"Method": cells.index, "Kind": cost["kind"].fillna("").to_numpy()})
     for name in METRIC_NAMES.values():
         table[name] = cells[name].to_numpy()
-    table["Samples"] = counts["n"].to_numpy()
-    table["Note"] = notes
-    table["Train s"] = cost["train_seconds"].to_numpy()
-    table["ms / 1k samples"] = cost["infer_ms_per_1k"].to_numpy()
-    table["LLM calls / 1k"] = cost["llm_calls_per_1k"].to_numpy()
+    table["Samples"] = [fmt.count(n) for n in counts["n"]]
+    table["Note"] = [metric_caveat("auc", auc[m], counts.loc[m, "n"], counts.loc[m, "n_pos"],
+                                   split) for m in cells.index]
+    table["Train time"] = [fmt.duration(v, "not recorded") for v in cost["train_seconds"]]
+    table["Inference / 1k"] = [fmt.duration_ms(v, "not recorded")
+                               for v in cost["infer_ms_per_1k"]]
+    table["LLM calls / 1k"] = [fmt.count(v) for v in cost["llm_calls_per_1k"]]
+    table["What it is"] = [what.get(m, "") for m in cells.index]
     order = np.argsort(-auc.fillna(-np.inf).to_numpy(), kind="stable")
     return table.iloc[order].reset_index(drop=True)
 

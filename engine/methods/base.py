@@ -28,6 +28,8 @@ class MethodResult:
     cost: train_seconds, infer_ms_per_1k (measured), llm_calls_per_1k.
     item_vectors: extra item spaces for the embedding maps, name -> (item ids, (N, d)
         vectors), e.g. CoReLLa's states before and after its alignment projections.
+    description: one line saying what this stored variant is (the app's tooltips and
+        glossary show it next to the name).
     """
 
     name: str
@@ -40,6 +42,7 @@ class MethodResult:
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     item_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    description: str = ""
 
 
 class Method(ABC):

@@ -330,16 +330,26 @@ class CoReLLa(Method):
         out.append(self._routed(self.name, self.p_crm_, self.p_llm_, threshold,
                                 {**base, "threshold": threshold, "rule": "best valid AUC"},
                                 cost, diagnostics=True, answers=self.answers_))
+        out[-1].description = ("CoReLLa: the LLM answers where the CRM's entropy is above the "
+                               "threshold with the best valid AUC, the CRM elsewhere")
         budget_t = threshold_for_share(binary_entropy(self.p_crm_["test"]), cfg.budget)
         out.append(self._routed(f"{self.name}_budget{round(cfg.budget * 100)}", self.p_crm_,
                                 self.p_llm_, budget_t,
                                 {**base, "threshold": budget_t, "rule": f"{cfg.budget:.0%} "
                                  "most uncertain test samples to the LLM"}, cost))
+        out[-1].description = (f"CoReLLa at a fixed LLM budget: the {cfg.budget:.0%} most "
+                               "uncertain samples (by CRM entropy) go to the LLM")
         out.append(self._single(f"{self.name}_llm", "llm", self.p_llm_, base,
                                 {"infer_ms_per_1k": 1e3 * llm_ms, "llm_calls_per_1k": 1000.0,
                                  "train_seconds": cost["train_seconds"]}))
+        out[-1].description = ("CoReLLa's LLM alone (after stages 2 and 3) on every analysed "
+                               "sample: the 'no routing' ablation, LLM side")
+        crm_seconds = self.timings_["stage1_seconds"] + self.timings_["stage2_seconds"]
         out.append(self._single(f"{self.name}_crm", "crm", self.p_crm_, base,
-                                {"infer_ms_per_1k": 1e3 * crm_ms, "llm_calls_per_1k": 0.0}))
+                                {"infer_ms_per_1k": 1e3 * crm_ms, "llm_calls_per_1k": 0.0,
+                                 "train_seconds": crm_seconds}))
+        out[-1].description = ("CoReLLa's CRM alone (after the joint stage 2) on every "
+                               "analysed sample: the 'no routing' ablation, CRM side")
         if cfg.ablation:
             ind_ms = self.timings_["independent_llm_ms_per_sample"]
             ind_cost = {**cost, "llm_ms_per_sample": ind_ms}
@@ -349,10 +359,16 @@ class CoReLLa(Method):
                                     self.p_llm_independent_, t_ind,
                                     {**base, "threshold": t_ind, "ablation": "without stage 2"},
                                     ind_cost, diagnostics=True))
+            out[-1].description = ("ablation without stage 2: the stage-1 CRM routed to an LLM "
+                                   "trained on its own, with no alignment to the CRM")
             out.append(self._single(f"{self.name}_llm_independent", "llm",
                                     self.p_llm_independent_, base,
                                     {"infer_ms_per_1k": 1e3 * ind_ms,
-                                     "llm_calls_per_1k": 1000.0}))
+                                     "llm_calls_per_1k": 1000.0,
+                                     "train_seconds": self.timings_.get(
+                                         "independent_train_seconds")}))
+            out[-1].description = ("the independently trained LLM (no stage 2) alone on every "
+                                   "analysed sample")
         out[0].weights = {
             f"{self.name}_lora": self.llm_.lora_state(),
             f"{self.name}_crm": {k: v.detach().contiguous()

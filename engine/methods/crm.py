@@ -15,6 +15,9 @@ from engine.methods.base import EVAL_SPLITS, Method, MethodResult
 from engine.models import build_crm, crm_config
 from engine.models.trainer import TaskTensors, TrainConfig, TrainResult, fit, predict
 
+CRM_NAMES = {"dcnv2": "DCNv2 (deep & cross network v2)", "deepfm": "DeepFM",
+             "din": "DIN (deep interest network)"}
+
 
 class CRMMethod(Method):
     def __init__(self, name: str, model: str = "dcnv2", model_options: dict[str, Any] | None = None,
@@ -58,4 +61,6 @@ class CRMMethod(Method):
                                  for k, v in self.model_.state_dict().items()}},
             cost={"train_seconds": r.seconds, "train_samples_per_s": r.train_samples_per_s,
                   "infer_ms_per_1k": self.infer_ms_per_1k_, "llm_calls_per_1k": 0.0},
+            description=f"{CRM_NAMES.get(self.model, self.model)} alone: the conventional "
+                        "recommender trained on every training sample, no LLM",
         )

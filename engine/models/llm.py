@@ -9,6 +9,7 @@ hundreds of MB per batch on CPU for two numbers per prompt.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -162,6 +163,7 @@ class LLM:
         self.no_ids = self._answer_ids(NO)
         self.lora = False
         self.merged_lora_state: dict[str, torch.Tensor] | None = None
+        self._merged_hash: str | None = None
 
     def _answer_ids(self, spellings: Sequence[str]) -> torch.Tensor:
         ids = []
@@ -218,6 +220,23 @@ class LLM:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(self.model, state)
+
+    def adapter_hash(self) -> str:
+        """A digest of the LoRA weights ("base" without LoRA): caches key on it, so text or
+        scores from another adapter are never reused. A trainable adapter is hashed anew
+        each time (its weights move); a merged one once."""
+        if not self.lora and self.merged_lora_state is None:
+            return "base"
+        if self.merged_lora_state is not None and self._merged_hash is not None:
+            return self._merged_hash
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.lora_state().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        value = digest.hexdigest()[:16]
+        if self.merged_lora_state is not None:
+            self._merged_hash = value
+        return value
 
     def for_inference(self) -> torch.dtype:
         """Freeze for scoring: merge LoRA into the base weights (no extra adapter matmuls

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.store import RunWriter, open_run
+from tests.app.format_rules import table_problems
 from ui import cases
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "3_Case_browser.py")
@@ -95,7 +96,8 @@ def test_case_table_has_every_method_and_the_route():
     table = cases.case_table(run["samples"], run["items"], run["predictions"], run["routing"],
                              threshold=0.4)
     assert table.columns.tolist() == (cases.BASE_COLUMNS + ["m1", "m2", "p_crm", "p_llm"]
-                                      + cases.ROUTE_COLUMNS + ["cold_user", "long_tail_item"])
+                                      + cases.ROUTE_COLUMNS + ["cold_user", "long_tail_item",
+                                                               "timestamp"])
     assert table["sample_id"].tolist() == [10, 11, 12, 13, 14]
     assert table["title"].tolist() == ["Alpha", "Beta", "Alpha", "Gamma", "Beta"]
     assert table["time"].iloc[0] == pd.Timestamp("2001-09-09 01:46:40")
@@ -103,8 +105,10 @@ def test_case_table_has_every_method_and_the_route():
     assert table["m2"].iloc[:2].tolist() == [0.6, 0.3] and table["m2"].iloc[2:].isna().all()
     assert table["route"].tolist() == ["CRM", "LLM", "CRM", "LLM", None]
     assert table["answer"].tolist() == [None, "No", "Yes", None, None]
-    assert cases.shown_columns(table) == (cases.BASE_COLUMNS + ["m1", "m2"]
-                                          + cases.ROUTE_COLUMNS)
+    # the decisive columns first: no sideways scrolling to see entropy and route
+    assert cases.shown_columns(table) == ["sample_id", "split", "title", "label", "entropy",
+                                          "route", "m1", "m2", "answer", "time", "user",
+                                          "item", "rating"]
     # no routing at all: the columns are there, empty
     bare = cases.case_table(run["samples"], run["items"], run["predictions"], None, 0.4)
     assert bare["route"].isna().all() and bare["entropy"].isna().all()
@@ -119,8 +123,8 @@ def test_hardest_cases_filters_and_order():
     every = cases.hardest_cases(table)
     assert every["sample_id"].tolist() == [12, 13, 11, 10]
     assert every["error"].round(6).tolist() == [0.95, 0.9, 0.2, 0.05]
-    assert every.columns.tolist()[:10] == ["sample_id", "split", "time", "user", "item",
-                                           "title", "rating", "label", "p", "error"]
+    assert every.columns.tolist()[:8] == ["sample_id", "p", "error", "label", "entropy",
+                                          "route", "p_crm", "p_llm"]
     assert cases.hardest_cases(table, route="LLM")["sample_id"].tolist() == [13, 11]
     assert cases.hardest_cases(table, route="CRM")["sample_id"].tolist() == [12, 10]
     # confident and wrong: routed p wrong only for 12 and 13; 13's CRM entropy is high
@@ -141,8 +145,13 @@ def test_hardest_cases_filters_and_order():
         "sample_id"].tolist() == [13]
     assert cases.confident_wrong(pd.Series([0.9, np.nan]), pd.Series([0.0, 0.0]),
                                  pd.Series([np.nan, 0.1]), 0.5).tolist() == [False, False]
+    # disagreement: 13's CRM is right (0.45 for 0) and its LLM wrong; 11 and 12 the reverse
+    assert cases.hardest_cases(table, disagree="crm_right")["sample_id"].tolist() == [13]
+    assert cases.hardest_cases(table, disagree="llm_right")["sample_id"].tolist() == [12, 11]
     with pytest.raises(ValueError):
         cases.hardest_cases(table, route="both")
+    with pytest.raises(ValueError):
+        cases.hardest_cases(table, disagree="sometimes")
 
 
 def test_timeline_colours_samples_by_split():
@@ -309,6 +318,56 @@ def test_hardest_cases_filters_and_opening_a_case(monkeypatch, smoke_store, smok
     assert first["sample_id"] in set(samples_table(at)["sample_id"])
 
 
+def test_hardest_cases_of_any_method_over_its_whole_split(monkeypatch, smoke_store, smoke):
+    at = run_page(monkeypatch, smoke_store)
+    at.selectbox(key="cases_hard_judged").set_value("dcnv2").run()
+    hard = hard_table(at)
+    assert len(hard) == len(smoke["eval"])  # every valid and test sample, not the analysed
+    assert hard["error"].is_monotonic_decreasing
+    analysed = hard["sample_id"].isin(smoke["routing"].index)
+    assert hard.loc[analysed, "entropy"].notna().all() and hard.loc[~analysed,
+                                                                    "entropy"].isna().all()
+    # the picker follows the filter: a pick the filter removed is not kept
+    last = int(hard["sample_id"].iloc[-1])
+    at.selectbox(key="cases_hard_pick").set_value(last).run()
+    at.selectbox(key="cases_hard_disagree").set_value("llm_right").run()
+    shown = hard_table(at)
+    assert last not in set(shown["sample_id"]) or len(shown) == 0
+    if len(shown):
+        assert at.selectbox(key="cases_hard_pick").value == shown["sample_id"].iloc[0]
+    assert table_problems(at) == []
+
+
+def test_asking_the_llm_for_a_case_is_generated_once(monkeypatch, smoke_store, smoke,
+                                                      tmp_path):
+    from engine.models.llm import LLM
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = LLM.generate
+
+    def counted(self, texts, max_new_tokens=32):
+        calls.append(max_new_tokens)
+        return real(self, texts, max_new_tokens=max_new_tokens)
+
+    monkeypatch.setattr(LLM, "generate", counted)
+    at = run_page(monkeypatch, smoke_store)
+    valid = smoke["eval"][smoke["eval"]["split"] == "valid"]  # no stored prompt: rebuilt
+    user = str(valid["user"].iloc[0])
+    at.text_input(key="cases_query").input(user).run()
+    at.selectbox(key="cases_prompt_sample").set_value(int(valid["sample_id"].iloc[0])).run()
+    at.button(key="cases_ask").click().run()
+    assert not at.exception, at.exception
+    answer = at.code[-1].value
+    assert calls == [16] and answer
+    at.button(key="cases_ask").click().run()  # the same case again: from the cache
+    assert calls == [16] and at.code[-1].value == answer
+    assert len(list((tmp_path / "cache" / "generations").rglob("*.json"))) == 1
+    at.radio(key="cases_ask_style").set_value("reasoning").run()
+    at.button(key="cases_ask").click().run()
+    assert calls == [16, 96]
+
+
 def test_title_search_opens_an_item(monkeypatch, smoke_store, smoke):
     with open_run(smoke_store, "smoke-run") as reader:
         items = reader.frame("items")
@@ -337,8 +396,10 @@ def test_run_without_routing(monkeypatch, tmp_path):
         writer.finish(1.0)
     at = run_page(monkeypatch, tmp_path)
     assert "no routed method" in at.caption[1].value
-    assert "need a routed method" in at.info[-1].value
-    assert "cannot score new pairs" in at.info[-2].value  # no feature tables stored
+    assert "cannot score new pairs" in at.info[-1].value  # no feature tables stored
+    # hardest cases need no routed method: any stored method over what it scored
+    assert at.selectbox(key="cases_hard_judged").value == "m1"
+    assert hard_table(at)["sample_id"].tolist() == [11, 12, 13, 14, 10]
     at.text_input(key="cases_query").input("u1").run()
     assert not at.exception, at.exception
     table = samples_table(at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.store import open_run
+from tests.app.format_rules import table_problems
 from tests.app.pages import open_page
 from ui.demo_run import demo_command, progress_of
 
@@ -24,23 +25,41 @@ def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):
     at = run_app(monkeypatch, smoke_store)
     assert at.selectbox(key="sidebar_run").value == "smoke-run"
     assert "Run smoke-run" in at.subheader[0].value
-    summary = at.dataframe[0].value
+    figures = {m.label: m.value for m in at.metric}
     with open_run(smoke_store, "smoke-run") as reader:
         expected = reader.summary()
         metrics = reader.metrics_table("test", "all").set_index("method")
-    assert summary.set_index("")["value"]["Samples"] == f"{expected['samples']:,.0f}"
-    table = at.dataframe[1].value.set_index("Method")
+    assert figures["Samples"] == f"{expected['samples']:,.0f}"
+    assert figures["Click rate"] == f"{100 * expected['click_rate']:.1f}%"
+    assert figures["Items with text"] == "100.0%"
+    table = at.dataframe[0].value.set_index("Method")
     assert {"dcnv2", "deepfm", "corella", "corella_no_align"} <= set(table.index)
     for method in table.index:  # display text: 4 decimals, a mark where the n is low
         assert table.loc[method, "AUC"].split()[0] == f"{metrics.loc[method, 'auc']:.4f}"
-        assert table.loc[method, "LogLoss"].split()[0] == (
-            f"{metrics.loc[method, 'logloss']:.4f}")
-        assert table.loc[method, "Samples"] == metrics.loc[method, "n"]
+        assert table.loc[method, "ECE"].split()[0] == f"{metrics.loc[method, 'ece']:.4f}"
+        assert table.loc[method, "Samples"] == f"{metrics.loc[method, 'n']:,.0f}"
+        assert table.loc[method, "What it is"]  # every variant explained
+    assert table.loc["corella_budget20", "What it is"].startswith("CoReLLa at a fixed LLM")
+    duration = r"^\d+(\.\d)? (ms|s)$|^\d+ min( \d+ s)?$|^\d+ h( \d+ min)?$"
+    assert table["Train time"].str.match(duration).all(), table["Train time"]
+    assert table["Inference / 1k"].str.match(duration).all(), table["Inference / 1k"]
     low = table[table["AUC"].str.endswith("⚠")]
     assert set(low["Note"].str[:6]) <= {"low n:"} and (table["Note"] == "").sum() + len(
         low) == len(table)
-    segments = at.dataframe[2].value
+    segments = at.dataframe[1].value
     assert any(c.startswith("cold_user (n=") for c in segments.columns)
+    stages = at.dataframe[2].value
+    assert stages["stage"].iloc[-1] == "total" and stages["time"].str.contains(" s").all()
+    assert table_problems(at) == []
+
+
+def test_glossary_explains_terms_and_the_runs_variants(monkeypatch, smoke_store):
+    at = run_app(monkeypatch, smoke_store)
+    glossary = [m.value for m in at.sidebar.expander[0].markdown]
+    assert any(text.startswith("**UAUC**: user-averaged AUC") for text in glossary)
+    assert any(text.startswith("**Entropy \\(bits\\)**") for text in glossary)
+    assert any(text.startswith("**corella\\_no\\_align**: ablation without stage 2")
+               for text in glossary)
 
 
 def test_switching_split_and_metric(monkeypatch, smoke_store):
@@ -48,13 +67,14 @@ def test_switching_split_and_metric(monkeypatch, smoke_store):
     at.radio(key="home_split").set_value("valid").run()
     with open_run(smoke_store, "smoke-run") as reader:
         valid = reader.metrics_table("valid", "all").set_index("method")
-    table = at.dataframe[1].value.set_index("Method")
+    table = at.dataframe[0].value.set_index("Method")
     assert table.loc["dcnv2", "AUC"].split()[0] == f"{valid.loc['dcnv2', 'auc']:.4f}"
     at.selectbox(key="home_metric").set_value("logloss").run()
-    segments = at.dataframe[2].value.set_index("Method")
+    segments = at.dataframe[1].value.set_index("Method")
     all_col = [c for c in segments.columns if c.startswith("all")][0]
     assert segments.loc["dcnv2", all_col].split()[0] == (
         f"{valid.loc['dcnv2', 'logloss']:.4f}")
+    assert table_problems(at) == []
 
 
 def test_demo_progress_parsing(tmp_path):
