@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import streamlit as st
 
 from ui import export, maps
@@ -47,21 +48,45 @@ if not mapped["has_text"].all():
                "in the run's data: in the semantic spaces they are placed by their id alone "
                f"(e.g. {plain(', '.join(missing.head(5)))}).", icon=":material/text_fields:")
 
-picked_parts = []
+state = st.session_state
+c4, c5 = st.columns([1, 1])
+query = c4.text_input("Find items by title (highlighted on both maps)", key="maps_find",
+                      placeholder="part of a title, or an item id")
+genres = c5.multiselect("Only items of these genres (any of an item's genres)",
+                        maps.all_genres(data["signals"]), key="maps_genres",
+                        placeholder="every genre")
+
+
+def selected_on(side: int) -> None:
+    """A selection on either map becomes the highlight of both (the search box is cleared)."""
+    state["maps_highlight"] = sorted(maps.selection_ids(state.get(f"maps_plot_{side}")))
+    state["maps_find"] = ""
+
+
+found = maps.find_items(data["signals"], query)
+highlight = found if query else set(state.get("maps_highlight", []))
+frames = []
 for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
-    frame = maps.space_frame(data["emb"], data["signals"], space, agreement)
-    fig = maps.scatter(frame, colour, f"{space} ({len(frame):,} items)")
-    event = column.plotly_chart(fig, key=f"maps_plot_{side}", on_select="rerun",
-                                selection_mode=("points", "box", "lasso"))
+    frame = maps.with_genres(maps.space_frame(data["emb"], data["signals"], space, agreement),
+                             genres)
+    frames.append(frame)
+    fig = maps.scatter(frame, colour, f"{space} ({len(frame):,} items)", highlight)
+    column.plotly_chart(fig, key=f"maps_plot_{side}", on_select=lambda s=side: selected_on(s),
+                        selection_mode=("points", "box", "lasso"))
     export.export_buttons(fig, f"maps_plot_{side}", column)
     export.remember(f"maps_plot_{side}", f"Embedding map: {space}", fig)
-    picked_parts.append(maps.selected_items(frame, event))
-picked = picked_parts[0] if not picked_parts[0].empty else picked_parts[1]
+both = pd.concat(frames).drop_duplicates("entity_id")
+picked = both[both["entity_id"].astype(str).isin(highlight)]
+if query and not found:
+    st.caption(f"No item title contains {plain(query)}.")
 if not picked.empty:
-    st.markdown(f"#### {len(picked)} selected items")
-    table = picked[["entity_id", "title", "genre", "popularity", "mean entropy",
+    how = "found by title" if query else "selected"
+    st.markdown(f"#### {len(picked)} {how} items (ringed on both maps)")
+    table = picked[["entity_id", "title", "genres", "popularity", "mean entropy",
                     "CRM vs LLM"] + (["agreement"] if "agreement" in picked else [])]
-    st.dataframe(table, hide_index=True, key="maps_selected")
+    st.dataframe(table, hide_index=True, key="maps_selected", placeholder="–",
+                 column_config={"mean entropy": st.column_config.NumberColumn(format="%.3f"),
+                                "agreement": st.column_config.NumberColumn(format="%.2f")})
     export.table_csv(table, "maps_selected")
     titles = dict(zip(table["entity_id"], table["title"]))
     choice = st.selectbox("Open a case", table["entity_id"], key="maps_open_choice",
@@ -72,7 +97,8 @@ if not picked.empty:
         st.session_state["cases_match"] = f"item:{choice}"
         st.switch_page("pages/3_Case_browser.py")
 else:
-    st.caption("Select points (click, box or lasso) to list those items and open a case.")
+    st.caption("Select points (click, box or lasso) on either map, or find items by title, to "
+               "ring them on both maps, list them and open a case.")
 
 if agreement is not None:
     export.chart(maps.agreement_histogram(agreement, left, right, params["knn"]),

@@ -88,9 +88,21 @@ def _natural_order(ids: pd.Series) -> pd.Series:
     return pd.Series(list(zip(numbers.isna(), numbers.fillna(0), ids)), index=ids.index)
 
 
+# the store's internal columns are not attributes; some attributes read better renamed
+HIDDEN_USER_COLUMNS = ("user", "idx")
+ATTRIBUTE_NAMES = {"zip": "zip region", "age": "age"}
+
+
 def _user_label(row: pd.Series) -> str:
-    attrs = " ".join(str(v) for k, v in row.items() if k != "user" and pd.notna(v))
+    """'user 5 · age 25-34 · gender M · occupation writer · zip region 1'."""
+    attrs = " · ".join(f"{ATTRIBUTE_NAMES.get(k, k)} {v}"
+                       for k, v in user_attributes_of(row).items())
     return f"user {row['user']}" + (f" · {attrs}" if attrs else "")
+
+
+def user_attributes_of(row: pd.Series) -> dict[str, Any]:
+    return {k: v for k, v in row.items()
+            if k not in HIDDEN_USER_COLUMNS and pd.notna(v) and str(v) != ""}
 
 
 def search(users: pd.DataFrame, items: pd.DataFrame, query: str) -> pd.DataFrame:
@@ -247,10 +259,11 @@ def hardest_cases(cases: pd.DataFrame, *, judged: str = "routed", route: str = "
 # --- one user, one item -------------------------------------------------------------------
 
 def user_attributes(users: pd.DataFrame, user: str) -> dict[str, Any]:
+    """The user's attributes by readable name (no internal columns)."""
     row = users[users["user"].astype(str) == str(user)]
     if row.empty:
         return {}
-    return {k: v for k, v in row.iloc[0].items() if k != "user"}
+    return {ATTRIBUTE_NAMES.get(k, k): v for k, v in user_attributes_of(row.iloc[0]).items()}
 
 
 def item_info(items: pd.DataFrame, item: str) -> dict[str, Any]:

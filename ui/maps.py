@@ -18,7 +18,9 @@ def item_signals(items: pd.DataFrame, samples: pd.DataFrame,
     LLM scored the item's samples,
     the CRM's mean entropy and which model erred less on them (mean |p - label|)."""
     out = items[["item", "title", "popularity"]].copy()
+    # a multi-genre item is coloured by its first (primary) genre and found by any of them
     out["genre"] = [tags[0] if len(tags) else "(none)" for tags in items["tags"]]
+    out["genres"] = [" | ".join(map(str, tags)) for tags in items["tags"]]
     out["long_tail"] = items["long_tail"].to_numpy() if "long_tail" in items else False
     # runs before 0.3 did not record it; their loaders gave every item a title
     out["has_text"] = items["has_text"].astype(bool).to_numpy() if "has_text" in items else True
@@ -55,8 +57,17 @@ def pair_agreement(agreement: pd.DataFrame, a: str, b: str) -> pd.Series:
     return agreement[mask].set_index("entity_id")["agreement"]
 
 
-def scatter(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
-    hover = {"entity_id": True, "popularity": True, "x": False, "y": False}
+WINNER_COLOURS = {"CRM better": "#4C78A8", "LLM better": "#F58518",
+                  "not scored": "#CFCFCF"}
+HIGHLIGHT_COLOUR = "#111111"
+
+
+def scatter(frame: pd.DataFrame, colour: str, title: str,
+            highlight: set[str] | frozenset[str] = frozenset()) -> go.Figure:
+    """One space's items; `highlight` (item ids, e.g. selected on the other map or found by
+    title) is drawn ringed on top, the rest faded."""
+    hover = {"entity_id": True, "popularity": True, "genres": True, "x": False, "y": False}
+    hover = {k: v for k, v in hover.items() if k in frame or k in ("x", "y")}
     if "has_text" in frame:
         hover["has_text"] = True
     if "agreement" in frame:
@@ -70,11 +81,54 @@ def scatter(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
                          hover_data=hover, color_continuous_scale="Plasma", range_color=(0, 1))
     else:
         fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="title",
-                         hover_data=hover)
-    fig.update_traces(marker={"size": 6, "opacity": 0.8})
+                         hover_data=hover, color_discrete_map=WINNER_COLOURS,
+                         category_orders={"CRM vs LLM": list(WINNER_COLOURS)})
+    fig.update_traces(marker={"size": 6, "opacity": 0.35 if highlight else 0.8})
+    marked = frame[frame["entity_id"].astype(str).isin(highlight)]
+    if len(marked):
+        fig.add_trace(go.Scatter(
+            x=marked["x"], y=marked["y"], mode="markers", name=f"highlighted ({len(marked)})",
+            marker={"size": 11, "color": "rgba(0,0,0,0)",
+                    "line": {"width": 2, "color": HIGHLIGHT_COLOUR}},
+            customdata=np.stack([marked["entity_id"].astype(str)], axis=1),
+            text=marked["title"], hovertemplate="%{text}<extra>highlighted</extra>"))
     styled(fig, title, height=520)
     fig.update_layout(xaxis_visible=False, yaxis_visible=False, dragmode="lasso")
     return fig
+
+
+def find_items(signals: pd.DataFrame, query: str) -> set[str]:
+    """Item ids whose title contains the query (any case), or whose id equals it."""
+    q = (query or "").strip()
+    if not q:
+        return set()
+    titles = signals["title"].astype(str).str.contains(q, case=False, regex=False)
+    return set(signals.loc[titles | (signals["item"].astype(str) == q), "item"].astype(str))
+
+
+def with_genres(frame: pd.DataFrame, genres: list[str]) -> pd.DataFrame:
+    """Items having any of `genres` among all their genres (every item when none)."""
+    if not genres or "genres" not in frame:
+        return frame
+    wanted = set(genres)
+    keep = [bool(wanted & set(g.split(" | "))) for g in frame["genres"].fillna("")]
+    return frame[keep]
+
+
+def all_genres(signals: pd.DataFrame) -> list[str]:
+    found = {g for text in signals.get("genres", pd.Series(dtype=str)).fillna("")
+             for g in text.split(" | ") if g}
+    return sorted(found)
+
+
+def selection_ids(event: object) -> set[str]:
+    """Item ids in a plotly selection event (the page's session state of a chart)."""
+    selection = getattr(event, "selection", None)
+    if selection is None and isinstance(event, dict):
+        selection = event.get("selection")
+    points = (selection or {}).get("points", []) if isinstance(selection, dict) else getattr(
+        selection, "points", []) or []
+    return {str(p["customdata"][0]) for p in points if p.get("customdata")}
 
 
 def agreement_histogram(values: pd.Series, a: str, b: str, k: int) -> go.Figure:
@@ -90,13 +144,6 @@ def agreement_histogram(values: pd.Series, a: str, b: str, k: int) -> go.Figure:
                   annotation_position="bottom right" if values.mean() < 0.6 else "bottom left")
     return styled(fig, f"Agreement of {a} and {b}: shared share of {k} nearest neighbours",
                   "agreement", "items", height=320, legend=False)
-
-
-def selected_items(frame: pd.DataFrame, selection: dict | None) -> pd.DataFrame:
-    """Rows of `frame` picked by a plotly selection event (point indices per trace)."""
-    points = (selection or {}).get("selection", {}).get("points", [])
-    ids = {p.get("customdata", [None])[0] for p in points if p.get("customdata")}
-    return frame[frame["entity_id"].isin(ids)]
 
 
 ALIGNMENT_PAIRS = {"before: LLM state vs CRM state": ("LLM state", "CRM state"),

@@ -45,7 +45,8 @@ def test_shared_threshold_prefers_the_router_lab_then_the_configuration():
 
 
 def test_search_matches_exact_ids_then_user_prefix_then_item_id_then_title():
-    users = pd.DataFrame({"user": ["1", "2", "10", "21"], "age": ["18-24"] * 4})
+    users = pd.DataFrame({"user": ["1", "2", "10", "21"], "age": ["18-24"] * 4,
+                          "zip": ["8"] * 4, "idx": [1, 2, 3, 4]})
     items = pd.DataFrame({"item": ["1", "12", "3", "7"],
                           "title": ["Toy Story (1995)", "Heat (1995)", "Story of Us (1999)",
                                     "Apollo 13 (1995)"]})
@@ -53,8 +54,10 @@ def test_search_matches_exact_ids_then_user_prefix_then_item_id_then_title():
     # exact ids, user id prefix, item id prefix, then titles ("(1999)"): in id order each
     assert found["key"].tolist() == ["user:1", "item:1", "user:10", "item:12", "item:3",
                                      "item:7"]
-    assert found["label"].tolist()[:3] == ["user 1 · 18-24", "item 1 · Toy Story (1995)",
-                                           "user 10 · 18-24"]
+    # attributes by name; the store's internal idx is no attribute
+    assert found["label"].tolist()[:3] == ["user 1 · age 18-24 · zip region 8",
+                                           "item 1 · Toy Story (1995)",
+                                           "user 10 · age 18-24 · zip region 8"]
     assert cases.search(users, items, " STORY ")["key"].tolist() == ["item:1", "item:3"]
     assert cases.search(users, items, "2")["key"].tolist() == ["user:2", "user:21"]
     assert cases.search(users, items, "13")["key"].tolist() == ["item:7"]
@@ -172,8 +175,9 @@ def test_timeline_colours_samples_by_split():
     info = cases.item_info(pd.DataFrame({"item": ["a"], "title": ["Alpha"],
                                          "tags": [np.array(["x", "y"])]}), "a")
     assert info["tags"] == ["x", "y"]
-    assert cases.user_attributes(pd.DataFrame({"user": [1], "age": ["18-24"]}), "1") == {
-        "age": "18-24"}
+    assert cases.user_attributes(pd.DataFrame({"user": [1], "age": ["18-24"], "zip": ["8"],
+                                               "idx": [1]}), "1") == {
+        "age": "18-24", "zip region": "8"}
 
 
 # --- the page on the smoke run ----------------------------------------------------------------

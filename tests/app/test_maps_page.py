@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,11 +36,40 @@ def test_pair_agreement_is_order_free():
         "a": 0.2, "b": 0.8}
 
 
-def test_selected_items_from_a_selection_event():
-    frame = pd.DataFrame({"entity_id": ["a", "b", "c"], "x": [0, 1, 2]})
-    event = {"selection": {"points": [{"customdata": ["c", 3]}, {"customdata": ["a", 1]}]}}
-    assert maps.selected_items(frame, event)["entity_id"].tolist() == ["a", "c"]
-    assert maps.selected_items(frame, None).empty
+def test_selection_ids_from_a_selection_event():
+    event = {"selection": {"points": [{"customdata": ["c", 3]}, {"customdata": ["a", 1]},
+                                      {"x": 1}]}}
+    assert maps.selection_ids(event) == {"a", "c"}
+    assert maps.selection_ids(None) == set()
+
+
+def test_find_items_and_genre_filter():
+    signals = pd.DataFrame({"item": ["1", "2", "3"], "title": ["Toy Story", "Heat", "Up"],
+                            "genres": ["Animation | Comedy", "Crime", "Animation"]})
+    assert maps.find_items(signals, "story") == {"1"}
+    assert maps.find_items(signals, "3") == {"3"} and maps.find_items(signals, " ") == set()
+    assert maps.all_genres(signals) == ["Animation", "Comedy", "Crime"]
+    assert maps.with_genres(signals, ["Comedy", "Crime"])["item"].tolist() == ["1", "2"]
+    assert len(maps.with_genres(signals, [])) == 3
+
+
+def test_scatter_rings_highlighted_items_and_greys_unscored():
+    frame = pd.DataFrame({"entity_id": ["a", "b", "c"], "x": [0.0, 1, 2], "y": [0.0, 1, 2],
+                          "title": ["A", "B", "C"], "popularity": [1, 2, 3],
+                          "genres": ["x", "y", "z"], "genre": ["x", "y", "z"],
+                          "CRM vs LLM": ["CRM better", "not scored", "LLM better"]})
+    fig = maps.scatter(frame, "CRM vs LLM", "t", {"b", "c"})
+    ringed = [t for t in fig.data if t.name.startswith("highlighted")]
+    assert len(ringed) == 1 and list(ringed[0].customdata[:, 0]) == ["b", "c"]
+    colours = {t.name: t.marker.color for t in fig.data if t.name in maps.WINNER_COLOURS}
+    assert colours["not scored"] == maps.WINNER_COLOURS["not scored"]  # grey, not red
+
+
+def test_agreement_histogram_marks_the_chance_level():
+    values = pd.Series([0.1, 0.2, 0.3, 0.4, 0.5] * 4)
+    fig = maps.agreement_histogram(values, "a", "b", k=5)
+    texts = [a.text for a in fig.layout.annotations]
+    assert f"chance {5 / 19:.3f}" in texts and f"mean {values.mean():.3f}" in texts
 
 
 def test_page_draws_both_spaces(monkeypatch, smoke_store):
@@ -51,6 +82,26 @@ def test_page_draws_both_spaces(monkeypatch, smoke_store):
     assert any(f"Mean agreement {mean:.2f} over 60 items" in c.value for c in at.caption)
     at.selectbox(key="maps_colour").set_value("CRM vs LLM").run()
     assert not at.exception
+    # a selection on one map rings the same items on both (linked state), and lists them
+    with open_run(smoke_store, "smoke-run") as reader:
+        embeddings = reader.frame("embeddings")
+    semantic = embeddings[embeddings["space"] == "semantic"]
+    items = semantic["entity_id"].astype(str).head(3).tolist()
+    at.session_state["maps_highlight"] = items
+    at.run()
+    charts = at.get("plotly_chart")
+    for chart in charts[:2]:
+        spec = json.loads(chart.proto.spec)
+        ringed = [t for t in spec["data"] if t.get("name", "").startswith("highlighted")]
+        assert len(ringed) == 1 and sorted(c[0] for c in ringed[0]["customdata"]) == sorted(
+            items)
+    listed = next(d.value for d in at.dataframe if "genres" in d.value.columns)
+    assert sorted(listed["entity_id"].astype(str)) == sorted(items)
+    # finding by title highlights instead
+    title = listed["title"].iloc[0]
+    at.text_input(key="maps_find").input(title).run()
+    listed = next(d.value for d in at.dataframe if "genres" in d.value.columns)
+    assert title in set(listed["title"])
     # CoReLLa's before/after-alignment comparison, the same numbers as the stored agreement
     summary = next(d.value for d in at.dataframe if "comparison" in d.value.columns)
     want = maps.alignment_summary(agreement, "corella")
