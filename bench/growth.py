@@ -39,7 +39,7 @@ def one_run(dataset: str, path: str, users: int, methods: tuple[str, ...], maps:
                                  task_options={"max_users": users} if users else {}),
                       log=lambda _: None)
         total = time.perf_counter() - t0
-    stages = {name: seconds for name, seconds, _ in outcome.stages}
+    stages = {name: seconds for name, seconds, _ in outcome.stages if "/" not in name}
     return {"dataset": dataset, "users": int(outcome.task.samples["user"].nunique()),
             "samples": len(outcome.task), "items": int(outcome.task.samples["item"].nunique()),
             "stages": stages, "total": total}

@@ -71,9 +71,13 @@ def duration_ms(ms: object, reason: str = "") -> str:
 
 
 def stage_table(stages: pd.DataFrame) -> pd.DataFrame:
-    """The stages table (stage, seconds, detail) with readable durations and a total row."""
+    """The stages table (stage, seconds, detail) with readable durations and a total row;
+    a method's sub-stages ("method:x/sub") are indented under it and not added twice."""
     out = stages[["stage", "seconds", "detail"]].copy()
-    total = pd.DataFrame([{"stage": "total", "seconds": out["seconds"].sum(), "detail": ""}])
+    sub = out["stage"].str.contains("/", regex=False)
+    total = pd.DataFrame([{"stage": "total", "seconds": out.loc[~sub, "seconds"].sum(),
+                           "detail": ""}])
+    out.loc[sub, "stage"] = "  └ " + out.loc[sub, "stage"].str.split("/", n=1).str[1]
     out = pd.concat([out, total], ignore_index=True)
     out["time"] = [duration(v) for v in out.pop("seconds")]
     out["detail"] = out["detail"].fillna("").astype(str)

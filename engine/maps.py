@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
@@ -77,7 +78,7 @@ def build_maps(items: pd.DataFrame, spaces: dict[str, np.ndarray], config: MapCo
     """UMAP coordinates per space (long frame) and pairwise agreement per item."""
     params = json.dumps(asdict(config))
     coords = []
-    for space, vectors in spaces.items():
+    for space, vectors in tqdm(spaces.items(), desc="UMAP", unit="space", leave=False):
         xy = umap_2d(vectors, config)
         coords.append(pd.DataFrame({"entity": "item", "entity_id": items["item"].to_numpy(),
                                     "space": space, "x": xy[:, 0], "y": xy[:, 1],

@@ -20,6 +20,8 @@ from engine import __version__, faults
 from engine.data.dataset import Dataset
 from engine.data.sources import check_source, load_dataset
 from engine.data.task import SPLITS, CTRTask, build_task
+from engine.eta import estimate, planned_stages
+from engine.formatting import duration
 from engine.maps import MapConfig, behavioural_vectors, build_maps, map_items
 from engine.methods import MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
@@ -76,10 +78,19 @@ def _claimed_run(request: RunRequest, profile: Profile, claim: RunClaim,
                  log: Callable[[str], None]) -> RunOutcome:
     stages: list[tuple[str, float, str]] = []
     start = time.perf_counter()
+    planned = planned_stages([m.name for m in profile.methods],
+                             profile.maps is not None and request.maps)
+    expected = estimate(request.out, request.dataset, profile.name, profile.typical_seconds)
+    total = expected.total(planned)
+    if total is not None:
+        log(f"[eta] this run should take about {duration(total)} ({expected.source})")
 
     def stage(name: str, t0: float, detail: str = "") -> None:
         stages.append((name, time.perf_counter() - t0, detail))
         log(f"[{name}] {stages[-1][1]:.1f}s {detail}")
+        left = expected.left(planned, [s[0] for s in stages], time.perf_counter() - start)
+        if left is not None and name != "store":
+            log(f"[eta] about {duration(left)} left ({expected.source})")
 
     t0 = time.perf_counter()
     dataset = load_dataset(request.dataset, request.path, request.side_path,
@@ -95,8 +106,12 @@ def _claimed_run(request: RunRequest, profile: Profile, claim: RunClaim,
     for number, spec in enumerate(profile.methods, start=1):
         log(f"[method {number}/{len(profile.methods)}] {spec.name}")
         t0 = time.perf_counter()
-        results.extend(_run_method(spec, profile, task))
+        own = _run_method(spec, profile, task)
+        results.extend(own)
         stage(f"method:{spec.name}", t0)
+        for sub, seconds in (own[0].stage_seconds if own else {}).items():
+            stages.append((f"method:{spec.name}/{sub}", seconds, ""))  # not in the total
+            log(f"    {spec.name}: {sub} {duration(seconds)}")
 
     maps = None
     if profile.maps is not None and request.maps:
@@ -183,9 +198,9 @@ def _maps(task: CTRTask, results: list[MethodResult], config: MapConfig,
 
     items = map_items(task, config)
     texts = items["text"].tolist()
-    spaces = {"semantic": Encoder().encode(texts)}
+    spaces = {"semantic": Encoder().encode(texts, progress=True)}
     if config.llm_space:
-        spaces["llm"] = LLM().embed(texts)
+        spaces["llm"] = LLM().embed(texts, progress=True)
     crm = next((r for r in results if r.kind == "crm" and r.weights), None)
     if crm is not None:
         weights = next(iter(crm.weights.values()))

@@ -34,6 +34,9 @@ class Profile:
     train: TrainConfig
     methods: tuple[MethodSpec, ...]
     maps: MapConfig | None = None  # embedding maps built with the run (None: none)
+    # wall seconds of the whole run on the 2-core reference CPU (README), for the ETA before
+    # a run of this profile exists on the machine; None: not measured (GPU profiles)
+    typical_seconds: float | None = None
 
 
 def _crms(options: dict[str, Any], names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
@@ -58,6 +61,7 @@ PROFILES: dict[str, Profile] = {
             SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
             answers=2, llm=LLMConfig(batch_size=8, max_length=256)),),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
+        typical_seconds=90.0,
     ),
     "demo": Profile(
         name="demo",
@@ -69,6 +73,7 @@ PROFILES: dict[str, Profile] = {
             {"embed_dim": 16}, stage2_samples=128, stage3_samples=128, analyse_valid=200,
             analyse_test=500),),
         maps=MapConfig(),
+        typical_seconds=900.0,
     ),
     "full": Profile(
         name="full",

@@ -30,3 +30,16 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     from tests.llm_fixtures import write_tiny_llama
 
     return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say loudly when the real-browser tests did not run (no Chromium on this machine)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    browser = [r for r in skipped if "chromium" in str(getattr(r, "longrepr", "")).lower()]
+    if browser:
+        terminalreporter.write_sep("!", f"{len(browser)} BROWSER TESTS DID NOT RUN: no "
+                                   "/usr/bin/chromium", red=True, bold=True)
+        terminalreporter.write_line(
+            "The app, its exports and its charts were not checked in a real browser. Install "
+            "Chromium as CI does (Debian: apt-get install -y chromium) and run make test again.",
+            red=True)

@@ -144,6 +144,7 @@ def test_run_prints_its_data_before_training(capsys, tmp_path, files):
     rule = stdout.index("[click rule] rating >= 4 (the ml-100k source's default); click rate "
                         "train ")
     assert data < splits < rule < stdout.index("[method 1/1] dcnv2")
+    assert "[eta] this run should take about" in stdout and "left (" in stdout
     assert "test AUC per segment" in stdout
 
 

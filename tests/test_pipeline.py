@@ -27,8 +27,14 @@ def test_store_holds_every_table(reader):
     assert info["profile"] == "smoke" and info["dataset"] == "ml-100k"
     assert info["versions"]["torch"].startswith("2.13")
     stages = reader.stages()["stage"].tolist()
-    assert stages == ["load", "task", "method:dcnv2", "method:deepfm", "method:corella",
-                      "maps", "metrics", "store"]
+    assert [s for s in stages if "/" not in s] == [
+        "load", "task", "method:dcnv2", "method:deepfm", "method:corella", "maps", "metrics",
+        "store"]
+    # CoReLLa's sub-stages sit under its stage: training stages, scoring per model and split
+    subs = [s.split("/", 1)[1] for s in stages if s.startswith("method:corella/")]
+    assert {"stage 1: CRM", "stage 2: joint CRM + LLM with alignment", "stage 3: LLM alone",
+            "scoring: CRM"} <= set(subs)
+    assert any(s.startswith("scoring: joint LLM on") and s.endswith(" test") for s in subs)
 
 
 CORELLA = ["corella", "corella_budget20", "corella_crm", "corella_llm",

@@ -23,12 +23,15 @@ from typing import Any
 
 import streamlit as st
 
+from engine.eta import estimate, planned_stages
+from engine.formatting import duration
 from ui.common import plain
 
 PROC_KEY = "home_demo_process"
 LOCK_NAME = ".demo-run.lock"
 LOG_NAME = ".demo-run.log"
 METHOD_LINE = re.compile(r"\[method (\d+)/(\d+)\] (\S+)")
+ETA_LINE = re.compile(r"\[eta\] about (.+?) left")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,17 +41,30 @@ def demo_command(out: Path) -> list[str]:
 
 
 def progress_of(log: str) -> tuple[float, str]:
-    """(fraction done, what is happening) from the engine's log lines."""
+    """(fraction done, what is happening) from the engine's log lines, with the engine's
+    latest time estimate ("about 9 min left") when it logged one."""
     if "\nrun " in log or log.startswith("run "):
         return 1.0, "stored"
+    left = ETA_LINE.findall(log)
+    eta = f" · about {left[-1]} left" if left else ""
     matches = METHOD_LINE.findall(log)
     if matches:
         done, total, name = matches[-1]
         # load + task count as one step, each method as one, the store as the last
-        return (int(done)) / (int(total) + 2), f"training {name} ({done}/{total})"
+        return (int(done)) / (int(total) + 2), f"training {name} ({done}/{total}){eta}"
     if "[task]" in log:
-        return 0.5 / 3, "task built"
+        return 0.5 / 3, f"task built{eta}"
     return 0.02, "loading data"
+
+
+def expected_duration(out: Path) -> str:
+    """How long the demo run takes on this machine, and from what that is known."""
+    from engine.profiles import PROFILES  # imports the methods (torch): only when no run exists
+
+    demo = PROFILES["demo"]
+    guess = estimate(out, "ml-100k", demo.name, demo.typical_seconds)
+    total = guess.total(planned_stages([m.name for m in demo.methods], maps=True))
+    return f"about {duration(total)} ({guess.source})" if total else "a while"
 
 
 def _lock(path: Path) -> int | None:
@@ -129,6 +145,8 @@ def demo_run_panel(out: Path) -> None:
         if running_demo(out) is not None:
             _follow_other(out)
             return
+        st.caption(f"The demo run trains every method of the demo profile on ML-100k in its "
+                   f"own process: {plain(expected_duration(out))}. Its progress shows here.")
         if st.button("Start the demo run (ML-100k)", type="primary", key="home_start_demo"):
             proc = start_demo(out, demo_command(out))
             if proc is not None:  # else another session was faster: follow its run

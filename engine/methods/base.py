@@ -30,6 +30,8 @@ class MethodResult:
         vectors), e.g. CoReLLa's states before and after its alignment projections.
     description: one line saying what this stored variant is (the app's tooltips and
         glossary show it next to the name).
+    stage_seconds: the method's sub-stages and their seconds (CoReLLa's training stages, its
+        scoring per model and split), logged and stored under the method's stage.
     """
 
     name: str
@@ -43,6 +45,7 @@ class MethodResult:
     cost: dict[str, float] = field(default_factory=dict)
     item_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     description: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # sub-stage -> seconds
 
 
 class Method(ABC):

@@ -117,10 +117,12 @@ class CoReLLa(Method):
         self.task_ = task
         self.log_: list[dict] = []
         self.timings_: dict[str, float] = {}
+        self.stage_seconds_: dict[str, float] = {}  # sub-stage -> seconds, for the run log
         t0 = time.perf_counter()
         self.stage1_ = CRMMethod(f"{self.name}_crm", cfg.crm, cfg.crm_options,
                                  self.train).fit(task)
         self.timings_["stage1_seconds"] = time.perf_counter() - t0
+        self.stage_seconds_["stage 1: CRM"] = self.timings_["stage1_seconds"]
         self.stage2_rows_, self.stage3_rows_ = self._subsets(task)
         self.rows_ = self._analysed_rows(task)
         if cfg.ablation:
@@ -161,6 +163,8 @@ class CoReLLa(Method):
         llm = self._new_llm()
         self._train_llm_alone(llm, task, self.stage3_rows_, stage="independent")
         self.timings_["independent_train_seconds"] = time.perf_counter() - t0
+        self.stage_seconds_["ablation: LLM trained alone"] = (
+            self.timings_["independent_train_seconds"])
         self.p_llm_independent_ = self._score(llm, task, "independent")
         del llm
 
@@ -177,12 +181,17 @@ class CoReLLa(Method):
                                 [crm_states[j].shape[1] for _, j in self.pairs_], cfg.align_dim)
         self._train_joint(task)
         self.timings_["stage2_seconds"] = time.perf_counter() - t0
+        self.stage_seconds_["stage 2: joint CRM + LLM with alignment"] = (
+            self.timings_["stage2_seconds"])
         t0 = time.perf_counter()
         self._train_llm_alone(self.llm_, task, self.stage3_rows_, stage="stage3")
         self.timings_["stage3_seconds"] = time.perf_counter() - t0
+        self.stage_seconds_["stage 3: LLM alone"] = self.timings_["stage3_seconds"]
         self.p_llm_ = self._score(self.llm_, task, "joint")
         self._score_crms(task)
+        t0 = time.perf_counter()
         self.answers_ = self._answers(task)
+        self.stage_seconds_["answers generated"] = time.perf_counter() - t0
 
     def _batches(self, rows: np.ndarray, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng(self.config.seed + 100 + epoch)
@@ -261,12 +270,15 @@ class CoReLLa(Method):
         self.llm_states_: dict[str, np.ndarray] = {}
         t0 = time.perf_counter()
         for split in EVAL_SPLITS:
+            t_split = time.perf_counter()
             prompts = task.prompts(self.rows_[split])
             cap = self.config.map_states  # states cost N x hidden floats: keep a bounded part
             p_kept, states = llm.score_with_states(prompts[:cap], layers, progress=True)
             out[split] = np.concatenate([p_kept, llm.score(prompts[cap:], progress=True)])
             if states:
                 self.llm_states_[split] = states[0]
+            self.stage_seconds_[f"scoring: {what} LLM on {len(prompts):,} {split}"] = (
+                time.perf_counter() - t_split)
         n = sum(len(r) for r in self.rows_.values())
         self.timings_[f"{what}_llm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         return out
@@ -276,6 +288,7 @@ class CoReLLa(Method):
         t0 = time.perf_counter()
         self.p_crm_ = {s: crm_predict(self.crm_, tensors, r) for s, r in self.rows_.items()}
         n = sum(len(r) for r in self.rows_.values())
+        self.stage_seconds_["scoring: CRM"] = time.perf_counter() - t0
         self.timings_["crm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         self.p_crm_stage1_ = {s: self.stage1_.probs_[s][np.searchsorted(task.index(s), r)]
                               for s, r in self.rows_.items()}
@@ -323,7 +336,7 @@ class CoReLLa(Method):
         llm_ms = self.timings_["joint_llm_ms_per_sample"]
         cost = {**self.timings_, "crm_ms_per_sample": crm_ms, "llm_ms_per_sample": llm_ms,
                 "train_seconds": sum(v for k, v in self.timings_.items()
-                                     if k.endswith("_seconds"))}
+                                     if k.endswith("_seconds"))}  # the training stages
         out = []
         threshold = best_threshold(self.p_crm_["valid"], self.p_llm_["valid"],
                                    self.task_.labels[self.rows_["valid"]])
@@ -369,6 +382,7 @@ class CoReLLa(Method):
                                          "independent_train_seconds")}))
             out[-1].description = ("the independently trained LLM (no stage 2) alone on every "
                                    "analysed sample")
+        out[0].stage_seconds = dict(self.stage_seconds_)
         out[0].weights = {
             f"{self.name}_lora": self.llm_.lora_state(),
             f"{self.name}_crm": {k: v.detach().contiguous()

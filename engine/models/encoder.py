@@ -49,14 +49,19 @@ class Encoder:
         return int(self.model.config.hidden_size)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(N, dim) float32 unit vectors; texts are batched by length to save padding."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         size = self.config.batch_size
-        for start in range(0, len(order), size):
+        starts = range(0, len(order), size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Encoding item texts", unit="batch", leave=False)
+        for start in starts:
             rows = order[start:start + size]
             enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                  max_length=self.config.max_length, return_tensors="pt")

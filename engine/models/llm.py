@@ -324,13 +324,18 @@ class LLM:
         return out, states
 
     @torch.inference_mode()
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(N, H) last-token final-layer states of plain texts (e.g. item descriptions)."""
         seqs = self.tokenize(texts)
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out = np.zeros((len(seqs), self.hidden_size), dtype=np.float32)
         size = self.config.batch_size
-        for start in range(0, len(order), size):
+        starts = range(0, len(order), size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="LLM item states", unit="batch", leave=False)
+        for start in starts:
             rows = order[start:start + size]
             _, (state,) = self.forward_ids([seqs[i] for i in rows], layers=[self.n_layers])
             out[rows] = state.float().cpu().numpy()

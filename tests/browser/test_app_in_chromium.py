@@ -115,9 +115,20 @@ def metric(page, label: str) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
+def wait_until(page, condition, timeout: float = 60.0) -> None:
+    """Poll `condition()` until it holds (a rerun's result, not a fixed sleep)."""
+    end = time.time() + timeout
+    while not condition():
+        if time.time() > end:
+            raise AssertionError(f"condition not met within {timeout:.0f} s")
+        page.wait_for_timeout(200)
+
+
 def test_every_page_renders_without_errors(server, page):
     open_page(page, server, "Duet", "home")
     assert page.get_by_text("smoke-run").count() > 0
+    nav = page.locator('[data-testid="stSidebar"] a')
+    assert nav.first.inner_text().strip() == "Home"  # not the entry file's name "app"
     open_page(page, f"{server}/Router_lab", "Router lab", "router_lab")
     open_page(page, f"{server}/Case_browser", "Case browser", "case_browser")
     open_page(page, f"{server}/Embedding_maps", "Embedding maps", "embedding_maps")
@@ -130,12 +141,13 @@ def test_router_slider_changes_the_metrics(server, page):
     handle.focus()
     for _ in range(15):  # 0.01 per key press, toward routing more samples to the LLM
         handle.press("ArrowLeft")
+    wait_until(page, lambda: metric(page, "LLM share") != before[0])
     settle(page)
-    page.wait_for_timeout(1000)
     after = (metric(page, "LLM share"), metric(page, "Routed AUC"))
     page.screenshot(path=str(SHOTS / "router_after.png"), full_page=True)
     assert after[0] != before[0]
     assert float(after[0].rstrip("%")) > float(before[0].rstrip("%"))
+    assert after[1] != before[1]  # the routed AUC shown moved with the slider
 
 
 def test_open_a_case(server, page):
@@ -143,12 +155,11 @@ def test_open_a_case(server, page):
     box = page.get_by_label("Search users and items")
     box.fill("1")
     box.press("Enter")
-    settle(page)
-    page.wait_for_timeout(1000)
-    assert page.locator('[data-testid="stException"]').count() == 0
     opened = page.get_by_role("heading", name=re.compile(r"^(User|Item) "))
-    opened.first.wait_for(timeout=30_000)
-    assert page.get_by_text("Valid and test samples").count() > 0
+    opened.first.wait_for(timeout=60_000)
+    page.get_by_text("Valid and test samples").first.wait_for(timeout=60_000)
+    settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(SHOTS / "case_open.png"), full_page=True)
     # score the opened user with an item live: the CRMs and CoReLLa's LLM (base + LoRA)
     page.get_by_role("button", name="Score this pair").click()
@@ -161,13 +172,47 @@ def test_open_a_case(server, page):
     page.screenshot(path=str(SHOTS / "case_live_score.png"), full_page=True)
 
 
-@pytest.mark.parametrize("fmt, magic", [("PNG", b"\x89PNG\r\n\x1a\n"), ("SVG", b"<svg")])
-def test_export_a_chart(server, page, tmp_path, fmt, magic):
-    open_page(page, f"{server}/Router_lab", "Router lab", "router_export")
-    page.get_by_role("button", name="Export chart").first.click()
+MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "SVG": b"<svg", "HTML": b"<html"}
+
+
+def export(page, index: int, fmt: str, target) -> bytes:
+    """Click the index-th chart's "Export chart" menu, download `fmt`, return the bytes."""
+    page.get_by_role("button", name="Export chart").nth(index).click()
     with page.expect_download(timeout=120_000) as download:
-        page.get_by_role("button", name=fmt, exact=True).first.click()
-    target = tmp_path / f"chart.{fmt.lower()}"
+        page.get_by_role("button", name=fmt, exact=True).last.click()
     download.value.save_as(target)
-    data = target.read_bytes()
-    assert data.startswith(magic) and len(data) > 1000
+    page.keyboard.press("Escape")
+    return target.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "SVG"])
+def test_export_a_chart(server, page, tmp_path, fmt):
+    open_page(page, f"{server}/Router_lab", "Router lab", "router_export")
+    data = export(page, 0, fmt, tmp_path / f"chart.{fmt.lower()}")
+    assert data.startswith(MAGIC[fmt]) and len(data) > 1000
+
+
+def test_every_chart_type_exports(server, page, tmp_path):
+    """Router lab: histogram, line, grouped bars, reliability; maps: scatter x2, histogram."""
+    for url, heading, charts in ((f"{server}/Router_lab", "Router lab", 4),
+                                 (f"{server}/Embedding_maps", "Embedding maps", 3)):
+        open_page(page, url, heading, f"export_{heading.split()[0].lower()}")
+        assert page.get_by_role("button", name="Export chart").count() >= charts
+        for index in range(charts):
+            data = export(page, index, "PNG", tmp_path / f"{heading}-{index}.png")
+            assert data.startswith(MAGIC["PNG"]) and len(data) > 1000, (heading, index)
+
+
+def test_map_highlight_rings_items_on_both_maps(server, page):
+    open_page(page, f"{server}/Embedding_maps", "Embedding maps", "maps_before")
+    box = page.get_by_label("Find items by title (highlighted on both maps)")
+    box.fill("Movie 1")
+    box.press("Enter")
+    # the ringed trace is named "highlighted (n)" on each map
+    ringed = """() => [...document.querySelectorAll('.js-plotly-plot')].slice(0, 2).map(
+        gd => (gd.data || []).map(t => /^highlighted \\((\\d+)\\)$/.exec(t.name || ''))
+                             .filter(m => m).map(m => +m[1]).reduce((a, b) => a + b, 0))"""
+    wait_until(page, lambda: all(n > 0 for n in page.evaluate(ringed)))
+    counts = page.evaluate(ringed)
+    assert len(counts) == 2 and counts[0] == counts[1] > 0
+    page.screenshot(path=str(SHOTS / "maps_highlight.png"), full_page=True)
