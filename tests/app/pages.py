@@ -16,3 +16,7 @@ def open_page(monkeypatch, runs_dir, script: str = "app.py") -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+# every page of the app: the home script, then pages/ in order
+PAGES = ["app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]

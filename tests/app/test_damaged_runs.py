@@ -12,11 +12,8 @@ import duckdb
 import pytest
 
 from engine.store import RunReader, list_runs
-from tests.app.pages import open_page
+from tests.app.pages import PAGES, open_page
 from ui.common import plain
-
-PAGES = ["app.py", "pages/2_Router_lab.py", "pages/3_Case_browser.py",
-         "pages/4_Embedding_maps.py"]
 
 
 def overwrite_middle(path):

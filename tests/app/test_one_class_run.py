@@ -10,10 +10,8 @@ import pytest
 
 from engine.cli import main
 from engine.store import open_run
-from tests.app.pages import ROOT, open_page
+from tests.app.pages import PAGES, open_page
 from tests.synthetic import make_test_split_one_class, write_ml100k
-
-PAGES = ["app.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def test_the_store_keeps_auc_missing_and_says_why(one_class_store):
 def test_every_page_opens(monkeypatch, one_class_store, page):
     at = open_page(monkeypatch, one_class_store, page)
     if page == "app.py":
-        table = at.dataframe[1].value.set_index("Method")
+        table = at.dataframe[0].value.set_index("Method")
         assert set(table["AUC"]) == {"n/a (one class in test)"}
         assert table.loc["dcnv2", "LogLoss"] != "n/a"
         assert any("one label class" in w.value for w in at.warning)
@@ -76,5 +74,5 @@ def test_runs_from_before_class_counts_still_show(monkeypatch, capsys, tmp_path,
     assert main(["show", "smoke-run", "--out", str(old)]) == 0
     assert "dcnv2" in capsys.readouterr().out
     at = open_page(monkeypatch, old, "app.py")
-    table = at.dataframe[1].value.set_index("Method")
+    table = at.dataframe[0].value.set_index("Method")
     assert table.loc["dcnv2", "AUC"].replace(".", "").isdigit()
