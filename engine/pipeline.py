@@ -20,13 +20,14 @@ from engine import __version__, faults
 from engine.data.dataset import Dataset
 from engine.data.sources import check_source, load_dataset
 from engine.data.task import SPLITS, CTRTask, build_task
+from engine.errors import ConfigError
 from engine.eta import estimate, planned_stages
 from engine.formatting import duration
 from engine.maps import MapConfig, behavioural_vectors, build_maps, map_items
-from engine.methods import MethodResult, method_class
+from engine.methods import Method, MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
-from engine.profiles import MethodSpec, Profile, get_profile
+from engine.profiles import Profile, get_profile
 from engine.store import FEATURES_STEM, RunClaim, RunWriter, as_float_summary, claim_run, new_run_id
 
 MIN_MAP_ITEMS = 8  # fewer points than this make no meaningful UMAP
@@ -66,15 +67,16 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
     profile = get_profile(request.profile, seed=request.seed,
                           task_overrides=request.task_options, methods=request.methods)
     check_source(request.dataset, request.path, request.side_path, request.dataset_options)
+    methods = build_methods(profile)
     claim = claim_run(request.out, request.run_id or new_run_id(request.dataset, profile.name))
     try:
         faults.point("load")
-        return _claimed_run(request, profile, claim, log)
+        return _claimed_run(request, profile, methods, claim, log)
     finally:
         claim.release()  # a no-op once the writer has published or aborted
 
 
-def _claimed_run(request: RunRequest, profile: Profile, claim: RunClaim,
+def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], claim: RunClaim,
                  log: Callable[[str], None]) -> RunOutcome:
     stages: list[tuple[str, float, str]] = []
     start = time.perf_counter()
@@ -103,10 +105,11 @@ def _claimed_run(request: RunRequest, profile: Profile, claim: RunClaim,
         log(line)
 
     results = []
-    for number, spec in enumerate(profile.methods, start=1):
+    shared: dict[str, Any] = {}  # artifacts one method hands to the later ones
+    for number, (spec, method) in enumerate(zip(profile.methods, methods), start=1):
         log(f"[method {number}/{len(profile.methods)}] {spec.name}")
         t0 = time.perf_counter()
-        own = _run_method(spec, profile, task)
+        own = _run_method(method, task, shared)
         results.extend(own)
         stage(f"method:{spec.name}", t0)
         for sub, seconds in (own[0].stage_seconds if own else {}).items():
@@ -179,10 +182,29 @@ def notes_frame(dataset: Dataset, task: CTRTask) -> pd.DataFrame:
                         columns=["stage", "message"])
 
 
-def _run_method(spec: MethodSpec, profile: Profile, task: CTRTask) -> list[MethodResult]:
-    cls = method_class(spec.kind)
-    options = {"train": profile.train, **spec.options}
-    return cls(spec.name, **options).fit(task).results()
+def build_methods(profile: Profile) -> list[Method]:
+    """The profile's methods, constructed (constructors only store parameters) and checked:
+    each method's needs are provided by a method before it, so a missing teacher fails now,
+    not after an hour of training."""
+    methods, provided = [], set()
+    for spec in profile.methods:
+        method = method_class(spec.kind)(spec.name, **{"train": profile.train, **spec.options})
+        missing = [n for n in method.needs() if n not in provided]
+        if missing:
+            raise ConfigError(f"method {spec.name!r} needs {', '.join(missing)} from a method "
+                              "earlier in the run (e.g. corella trains the LLM adapter); add it "
+                              "before, or configure the method not to need it")
+        provided |= set(method.provides)
+        methods.append(method)
+    return methods
+
+
+def _run_method(method: Method, task: CTRTask, shared: dict[str, Any]) -> list[MethodResult]:
+    """Fit one method with what earlier methods shared, and keep what it shares."""
+    method.use_artifacts(shared)
+    results = method.fit(task).results()
+    shared.update(method.artifacts())
+    return results
 
 
 def result_rows(task: CTRTask, result: MethodResult, split: str) -> np.ndarray:

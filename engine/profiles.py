@@ -12,6 +12,7 @@ from engine.data.task import TaskConfig
 from engine.errors import ConfigError
 from engine.maps import MapConfig
 from engine.methods.corella import CoReLLaConfig
+from engine.methods.sllmr import SLLMRConfig
 from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
 from engine.options import override
@@ -49,6 +50,11 @@ def _corella(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
                       {"config": CoReLLaConfig(crm_options=crm_options, **config)})
 
 
+def _sllmr(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
+    return MethodSpec("sllmr", "sllmr",
+                      {"config": SLLMRConfig(crm_options=crm_options, **config)})
+
+
 SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 
 PROFILES: dict[str, Profile] = {
@@ -59,7 +65,9 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(batch_size=256, max_epochs=2, patience=1),
         methods=_crms(SMOKE_CRM, ("dcnv2", "deepfm")) + (_corella(
             SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
-            answers=2, llm=LLMConfig(batch_size=8, max_length=256)),),
+            answers=2, llm=LLMConfig(batch_size=8, max_length=256)),
+            _sllmr(SMOKE_CRM, users=16, labelled=4, popular=2, long_tail=2,
+                   pairs_per_user=6, mc_passes=4)),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
         typical_seconds=90.0,
     ),
@@ -71,7 +79,7 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         methods=_crms({"embed_dim": 16}) + (_corella(
             {"embed_dim": 16}, stage2_samples=128, stage3_samples=128, analyse_valid=200,
-            analyse_test=500),),
+            analyse_test=500), _sllmr({"embed_dim": 16})),
         maps=MapConfig(),
         typical_seconds=900.0,
     ),
@@ -83,7 +91,9 @@ PROFILES: dict[str, Profile] = {
         methods=_crms({"embed_dim": 32}) + (_corella(
             {"embed_dim": 32}, stage2_samples=25_000, stage3_samples=25_000,
             analyse_valid=10_000, analyse_test=100_000, answers=200,
-            llm=LLMConfig(batch_size=32)),),
+            llm=LLMConfig(batch_size=32)),
+            _sllmr({"embed_dim": 32}, users=5_000, labelled=16, popular=8, long_tail=8,
+                   pairs_per_user=32, llm=LLMConfig(batch_size=32))),
         maps=MapConfig(),
     ),
 }

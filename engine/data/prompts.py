@@ -21,3 +21,17 @@ def format_history(titles: list[str], ratings: list[float], binary: bool) -> str
 
 def render(template: str, history: str, target: str) -> str:
     return template.format(history=history, target=f'"{target}"')
+
+
+def render_parts(template: str, history: str, target: str) -> tuple[str, str]:
+    """The prompt cut before its target, (prefix, suffix) with prefix + suffix equal to
+    render(...): prompts that share a history share the prefix (engine.models.llm scores it
+    once). The cut sits before the space that precedes the target, where the tokenizer splits
+    anyway; a template with its history after the target shares nothing ("", prompt)."""
+    head, tail = template.split("{target}", 1)
+    if "{history}" in tail:
+        return "", render(template, history, target)
+    prefix = head.format(history=history)
+    stripped = prefix.rstrip(" ")
+    spaces = prefix[len(stripped):]
+    return stripped, spaces + f'"{target}"' + tail.format()

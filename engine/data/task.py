@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from engine.data.dataset import Dataset
-from engine.data.prompts import TEMPLATE_A, format_history, render
+from engine.data.prompts import TEMPLATE_A, format_history, render, render_parts
 from engine.errors import ConfigError, DataError, quote
 from engine.options import check_ranges, option
 
@@ -143,6 +143,14 @@ class CTRTask:
                               self.config.prompt_history)
                 for r in np.asarray(rows)]
 
+    def prompt_parts(self, row: int, target_idx: int) -> tuple[str, str]:
+        """Row `row`'s prompt with another target item (idx), cut before the target: the
+        prefix (template and history) is the same for every target of this row."""
+        titles = self.items["title"].to_numpy()
+        history = history_text(titles, self.rating_levels, self.hist_items[row],
+                               self.hist_ratings[row], self.config.prompt_history)
+        return render_parts(self.config.prompt_template, history, titles[target_idx - 1])
+
     def summary(self) -> dict[str, float | int]:
         s = self.samples
         out: dict[str, float | int] = {"samples": len(s), "build_seconds": self.build_seconds}
@@ -160,12 +168,18 @@ def sample_prompt(titles: np.ndarray, rating_levels: np.ndarray, hist_items: np.
                   ) -> str:
     """One sample's prompt: its `n_history` most recent history items (right-aligned rows of
     item idx and rating level ids, 0 = padding) and the target item idx (titles[idx - 1])."""
+    history = history_text(titles, rating_levels, hist_items, hist_levels, n_history)
+    return render(template, history, titles[target_idx - 1])
+
+
+def history_text(titles: np.ndarray, rating_levels: np.ndarray, hist_items: np.ndarray,
+                 hist_levels: np.ndarray, n_history: int) -> str:
+    """The prompt's history: the `n_history` most recent items with their ratings."""
     h_items, h_levels = hist_items[-n_history:], hist_levels[-n_history:]
     keep = h_items > 0
-    history = format_history([titles[i - 1] for i in h_items[keep]],
-                             [float(rating_levels[lv - 1]) for lv in h_levels[keep]],
-                             bool(rating_levels.max() <= 1))
-    return render(template, history, titles[target_idx - 1])
+    return format_history([titles[i - 1] for i in h_items[keep]],
+                          [float(rating_levels[lv - 1]) for lv in h_levels[keep]],
+                          bool(rating_levels.max() <= 1))
 
 
 def build_task(dataset: Dataset, config: TaskConfig = TaskConfig()) -> CTRTask:

@@ -55,6 +55,21 @@ class Method(ABC):
     """
 
     name: str
+    # what a method hands to the methods after it in the same run (CoReLLa's trained LLM
+    # adapter, which S-LLMR's teacher can use instead of training another)
+    provides: tuple[str, ...] = ()
+
+    def needs(self) -> tuple[str, ...]:
+        """Artifacts this method (with its configuration) takes from earlier methods."""
+        return ()
+
+    def use_artifacts(self, artifacts: dict[str, Any]) -> None:
+        """Called before fit with what earlier methods of the run provided."""
+        self.artifacts_in_ = dict(artifacts)
+
+    def artifacts(self) -> dict[str, Any]:
+        """After fit: name -> object, for the later methods of the run."""
+        return {}
 
     @abstractmethod
     def fit(self, task: CTRTask) -> Method: ...
@@ -65,3 +80,12 @@ class Method(ABC):
     def results(self) -> list[MethodResult]:
         """Every stored variant (a hybrid also reports its parts and ablations)."""
         return [self.result()]
+
+
+def plain_config(value: Any) -> Any:
+    """A config (asdict) as JSON-friendly values (tuples -> lists)."""
+    if isinstance(value, dict):
+        return {k: plain_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_config(v) for v in value]
+    return value

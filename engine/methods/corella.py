@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
-from engine.methods.base import EVAL_SPLITS, Method, MethodResult
+from engine.methods.base import EVAL_SPLITS, Method, MethodResult, plain_config
 from engine.methods.crm import CRMMethod
 from engine.metrics import auc
-from engine.models.llm import LLM, LLMConfig
+from engine.models.llm import LLM, LLMAdapter, LLMConfig
 from engine.models.trainer import TrainConfig
 from engine.models.trainer import predict as crm_predict
 from engine.routing import binary_entropy, mixed_probs, threshold_for_share
@@ -105,6 +105,8 @@ class Alignment(nn.Module):
 
 
 class CoReLLa(Method):
+    provides = ("llm_adapter",)
+
     def __init__(self, name: str = "corella", config: CoReLLaConfig = CoReLLaConfig(),
                  train: TrainConfig = TrainConfig()) -> None:
         self.name = name
@@ -328,9 +330,15 @@ class CoReLLa(Method):
     def result(self) -> MethodResult:
         return self.results()[0]
 
+    def artifacts(self) -> dict[str, Any]:
+        """Its final LLM's adapter (after stage 3), for the later methods of the run."""
+        cfg = self.config
+        return {"llm_adapter": LLMAdapter(cfg.llm, cfg.lora_r, cfg.lora_alpha,
+                                          self.llm_.lora_state(), self.name)}
+
     def results(self) -> list[MethodResult]:
         cfg = self.config
-        base = {"config": _plain(asdict(cfg)), "pairs": self.pairs_,
+        base = {"config": plain_config(asdict(cfg)), "pairs": self.pairs_,
                 "stage2_rows": len(self.stage2_rows_), "stage3_rows": len(self.stage3_rows_)}
         crm_ms = self.timings_["crm_ms_per_sample"]
         llm_ms = self.timings_["joint_llm_ms_per_sample"]
@@ -439,12 +447,3 @@ def best_threshold(p_crm: np.ndarray, p_llm: np.ndarray, labels: np.ndarray,
         if value > best_auc + 1e-12:
             best_t, best_auc = float(t), value
     return best_t
-
-
-def _plain(value: Any) -> Any:
-    """Config to JSON-friendly values (tuples -> lists)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -9,6 +9,7 @@ hundreds of MB per batch on CPU for two numbers per prompt.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
@@ -137,6 +138,26 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@dataclass(frozen=True)
+class LLMAdapter:
+    """A trained LoRA adapter with what rebuilds its LLM: one method of a run trains it,
+    later ones (teachers, CoT writers) load it instead of training their own."""
+
+    config: LLMConfig
+    r: int
+    alpha: int
+    state: dict  # the adapter's tensors (lora_state())
+    source: str  # the method that trained it
+
+    def load(self) -> LLM:
+        """The base model with this adapter merged, ready to score or generate."""
+        llm = LLM(self.config)
+        llm.add_lora(r=self.r, alpha=self.alpha)
+        llm.load_lora_state(self.state)
+        llm.for_inference()
+        return llm
 
 
 class LLM:
@@ -281,15 +302,52 @@ class LLM:
         out = self._backbone()(input_ids=ids, attention_mask=mask,
                                output_hidden_states=bool(layers))
         rows = torch.arange(len(seqs), device=self.device)
-        # the answer logits in float32 even when scoring in bf16: bf16 would round logits
-        # near 20 to steps of 0.125 and tie many probabilities
-        final = out.last_hidden_state[rows, last].float()  # (B, H), after the final norm
-        head = self._lm_head().weight  # (V, H)
-        yes = final @ head[self.yes_ids].float().T  # (B, n_yes)
-        no = final @ head[self.no_ids].float().T
-        logit = torch.logsumexp(yes, -1) - torch.logsumexp(no, -1)
+        logit = self._answer_logit(out.last_hidden_state[rows, last])
         states = [out.hidden_states[j][rows, last] for j in layers]
-        return logit.float(), states
+        return logit, states
+
+    def _answer_logit(self, final: torch.Tensor) -> torch.Tensor:
+        """log P(yes) - log P(no) from last-token states (B, H) after the final norm, through
+        the answer rows of the LM head only. In float32 even when scoring in bf16: bf16
+        would round logits near 20 to steps of 0.125 and tie many probabilities."""
+        head = self._lm_head().weight  # (V, H)
+        yes = final.float() @ head[self.yes_ids].float().T  # (B, n_yes)
+        no = final.float() @ head[self.no_ids].float().T
+        return (torch.logsumexp(yes, -1) - torch.logsumexp(no, -1)).float()
+
+    @torch.inference_mode()
+    def score_suffixes(self, prefix: str, suffixes: Sequence[str],
+                       batch_size: int | None = None) -> np.ndarray:
+        """P(click) of `prefix + suffix` for every suffix. The shared prefix runs once; its
+        key/value cache is repeated for each batch of (right-padded) suffixes, which then
+        attend to it at positions continuing the prefix. Equals scoring the joined prompts
+        when the prefix ends where the tokenizer splits anyway (before a space)."""
+        if not suffixes:
+            return np.zeros(0)
+        self.model.eval()
+        tails = self.tokenizer(list(suffixes), add_special_tokens=False).input_ids
+        head = self.tokenizer(prefix, add_special_tokens=False).input_ids
+        head = head[-max(1, self.config.max_length - max(len(t) for t in tails)):]
+        backbone = self._backbone()
+        cached = backbone(input_ids=torch.tensor([head], device=self.device),
+                          use_cache=True).past_key_values
+        order = np.argsort([len(t) for t in tails], kind="stable")
+        size = batch_size or self.config.batch_size
+        out = np.zeros(len(tails))
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            ids, mask, last = self._pad([tails[i] for i in rows])
+            cache = copy.deepcopy(cached)
+            cache.batch_repeat_interleave(len(rows))
+            n = len(head)
+            full_mask = torch.cat([torch.ones((len(rows), n), dtype=mask.dtype,
+                                              device=self.device), mask], dim=1)
+            positions = (n + torch.arange(ids.shape[1], device=self.device)).expand_as(ids)
+            hidden = backbone(input_ids=ids, attention_mask=full_mask, past_key_values=cache,
+                              position_ids=positions, use_cache=True).last_hidden_state
+            final = hidden[torch.arange(len(rows), device=self.device), last]
+            out[rows] = torch.sigmoid(self._answer_logit(final)).cpu().double().numpy()
+        return out
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], batch_size: int | None = None,

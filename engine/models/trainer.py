@@ -7,6 +7,7 @@ import copy
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -65,16 +66,32 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
 
 
+class Regulariser(Protocol):
+    """An extra term of every training step's objective (S-LLMR's teacher pairs, a KD
+    target): called with the model in training mode, it returns a scalar to add. Its own
+    parameters (a jointly learned gate) join the optimiser; `epoch_end` adds its numbers to
+    the epoch's log row. The trainer runs it under a forked RNG, so a regulariser that adds
+    exactly zero leaves training bit for bit as it was."""
+
+    def __call__(self, model: nn.Module) -> torch.Tensor: ...
+
+    def parameters(self) -> list[torch.Tensor]: ...
+
+    def epoch_end(self) -> dict[str, float]: ...
+
+
 def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
         name: str = "model", train_rows: np.ndarray | None = None,
-        tensors: TaskTensors | None = None) -> TrainResult:
+        tensors: TaskTensors | None = None,
+        regulariser: Regulariser | None = None) -> TrainResult:
     """Train `model` on the train split (or `train_rows`), early-stopping on valid AUC."""
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     tensors = tensors or TaskTensors(task)
     rows = torch.from_numpy(task.index("train") if train_rows is None else train_rows)
     valid_rows = task.index("valid")
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
+    extra = regulariser.parameters() if regulariser is not None else []
+    optimiser = torch.optim.Adam([*model.parameters(), *extra], lr=config.lr,
                                  weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
@@ -85,7 +102,7 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.perf_counter()
         loss = _train_epoch(model, tensors, rows, optimiser, config, generator,
-                            desc=f"{name} epoch {epoch}")
+                            desc=f"{name} epoch {epoch}", regulariser=regulariser)
         train_seconds += time.perf_counter() - t0
         seen += len(rows)
         probs = predict(model, tensors, valid_rows, config.eval_batch_size)
@@ -93,6 +110,8 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
         row = {"epoch": epoch, "train_loss": loss, "valid_auc": auc(labels, probs),
                "valid_logloss": logloss(labels, probs),
                "seconds": time.perf_counter() - t0}
+        if regulariser is not None:
+            row.update(regulariser.epoch_end())
         log.append(row)
         tqdm.write(f"  {name} epoch {epoch}: loss {loss:.4f}  valid AUC {row['valid_auc']:.4f}"
                    f"  LogLoss {row['valid_logloss']:.4f}  ({row['seconds']:.1f}s)")
@@ -109,7 +128,8 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
 
 def _train_epoch(model: nn.Module, tensors: TaskTensors, rows: torch.Tensor,
                  optimiser: torch.optim.Optimizer, config: TrainConfig,
-                 generator: torch.Generator, desc: str) -> float:
+                 generator: torch.Generator, desc: str,
+                 regulariser: Regulariser | None = None) -> float:
     model.train()
     order = rows[torch.randperm(len(rows), generator=generator)]
     total, count = 0.0, 0
@@ -120,6 +140,9 @@ def _train_epoch(model: nn.Module, tensors: TaskTensors, rows: torch.Tensor,
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
         objective = loss + config.embedding_l2 * _embedding_penalty(model, batch) \
             if config.embedding_l2 else loss
+        if regulariser is not None:
+            with torch.random.fork_rng(devices=[]):  # its dropout must not shift ours
+                objective = objective + regulariser(model)
         optimiser.zero_grad(set_to_none=True)
         objective.backward()
         optimiser.step()

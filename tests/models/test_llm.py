@@ -130,3 +130,24 @@ def test_for_inference_merges_lora_and_keeps_its_state(tiny_llama_dir):
     assert not model.lora and not any("lora_" in n for n, _ in model.model.named_parameters())
     np.testing.assert_allclose(model.score(prompts), before, atol=1e-5)
     assert model.lora_state().keys() == state.keys()
+
+
+def test_score_suffixes_equals_scoring_the_joined_prompts(tiny_llama_dir, ml100k_dir):
+    """One prefix (template A up to the target, a real sample's history) run once, its KV
+    cache reused for every candidate: the same probabilities as the full prompts."""
+    from engine.data.movielens import load_ml100k
+    from engine.data.task import TaskConfig, build_task
+
+    task = build_task(load_ml100k(ml100k_dir), TaskConfig())
+    row = int(task.index("train")[100])
+    parts = [task.prompt_parts(row, item) for item in range(1, 21)]
+    prefix = parts[0][0]
+    assert all(p == prefix for p, _ in parts)
+    suffixes = [s for _, s in parts]
+    model = LLM(LLMConfig(model=str(tiny_llama_dir), max_length=512, score_dtype="float32"))
+    full = model.score([prefix + s for s in suffixes])
+    shared = model.score_suffixes(prefix, suffixes, batch_size=6)  # uneven last batch
+    np.testing.assert_allclose(shared, full, atol=1e-5)
+    own = task.prompt_parts(row, int(task.samples["item_idx"].iat[row]))
+    assert task.prompts([row])[0] == own[0] + own[1]
+    assert model.score_suffixes(prefix, []).shape == (0,)
