@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--cot-tokens", type=int, default=64,
                         help="new tokens per prompt for the chain-of-thought generation")
+    parser.add_argument("--prefix-users", type=int, default=8,
+                        help="users whose 16 candidates are scored after one shared prefix")
     args = parser.parse_args()
     path = args.ml100k if Path(args.ml100k).is_dir() else None
     task = build_task(load_ml100k(path))
@@ -69,6 +71,7 @@ def main() -> None:
         diff = np.abs(probs - naive).max()
         corr = np.corrcoef(probs, naive)[0, 1]
         print(f"| {name} | {rate:.2f} | {rate / base:.2f}x | {diff:.4f} | {corr:.4f} |")
+    shared_prefix(llm, task, args.prefix_users, args.batch_size)
     print("\n| generation (greedy, bf16, batch 8, chat template) | new tokens | seconds | "
           "tokens/s | example |")
     print("|---|---:|---:|---:|---|")
@@ -100,6 +103,33 @@ def generate(llm, texts: list[str], limit: int) -> tuple[int, float, str]:
     eos = llm.tokenizer.eos_token_id
     counts = [int((row != eos).cumprod(0).sum()) + int((row == eos).any()) for row in new]
     return sum(counts), secs, llm.tokenizer.decode(new[0], skip_special_tokens=True).strip()
+
+def shared_prefix(llm, task, users: int, batch_size: int, candidates: int = 16) -> None:
+    """S-LLMR's teacher: one anchor's prompt with many target items. Full prompts through
+    score() against LLM.score_suffixes (the prefix once, its KV cache reused)."""
+    rng = np.random.default_rng(0)
+    anchors = rng.choice(task.index("train"), size=users, replace=False)
+    items = rng.choice(np.arange(1, len(task.items) + 1), size=(users, candidates))
+    groups = [[task.prompt_parts(int(a), int(i)) for i in row] for a, row in zip(anchors, items)]
+    full = [p + s for group in groups for p, s in group]
+    for dtype in ("float32", "bfloat16"):
+        llm.model.to(getattr(__import__("torch"), dtype))
+        llm.score(full[:4])  # warm-up
+        t_full, p_full = timed(llm.score, full)
+        t0 = time.perf_counter()
+        p_shared = np.concatenate([llm.score_suffixes(g[0][0], [s for _, s in g], batch_size)
+                                   for g in groups])
+        t_shared = time.perf_counter() - t0
+        prefix = np.mean([len(llm.tokenize([g[0][0]])[0]) for g in groups])
+        suffix = np.mean([len(llm.tokenize([s])[0]) for g in groups for _, s in g])
+        print(f"\n{len(full)} prompts ({users} users x {candidates} candidates; prefix "
+              f"{prefix:.0f} tokens, suffix {suffix:.0f}), {dtype}\n")
+        print("| scorer | prompts/s | speed-up | max abs diff |")
+        print("|---|---:|---:|---:|")
+        print(f"| full prompts, batched | {len(full) / t_full:.2f} | 1.00x | 0 |")
+        print(f"| shared prefix (score_suffixes) | {len(full) / t_shared:.2f} | "
+              f"{t_full / t_shared:.2f}x | {np.abs(p_full - p_shared).max():.2e} |")
+
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,9 @@ class Estimate:
         remaining = [s for s in planned if s not in done]
         if all(s in self.stage_seconds for s in remaining):
             return sum(self.stage_seconds[s] for s in remaining)
-        return None if self.typical_total is None else max(0.0, self.typical_total - elapsed)
+        if self.typical_total is None or elapsed >= self.typical_total:
+            return None  # unknown, or already slower than typical: no made-up number
+        return self.typical_total - elapsed
 
 
 def planned_stages(methods: list[str], maps: bool) -> list[str]:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import cases
-from ui.common import page_header, plain, require_run
+from ui.common import page_header, page_link, plain, require_run
 from ui.pair_panel import ask_llm_panel, pair_panel
 
 MAX_MATCHES = 200
@@ -25,7 +25,9 @@ state = st.session_state
 @st.cache_data(show_spinner="Reading users and items…", max_entries=4)
 def catalogue(run_id: str, mtime: float, _reader) -> dict:
     return {"users": _reader.frame("users"), "items": _reader.frame("items"),
-            "methods": _reader.methods(), "routed": _reader.routed_methods()}
+            "methods": _reader.methods(), "routed": _reader.routed_methods(),
+            "gates": _reader.frame("gates") if _reader.has_table("gates") else None,
+            "pairs": _reader.frame("pairs") if _reader.has_table("pairs") else None}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -84,6 +86,9 @@ def column_config(table: pd.DataFrame) -> dict:
         "route": st.column_config.TextColumn(
             "Route", help="LLM where the CRM entropy is above the threshold, else CRM"),
         "answer": st.column_config.TextColumn("LLM answer", help="where the run stored it"),
+        "alpha": number("Gate α", format="%.3f",
+                        help="S-LLMR's gate for this sample: how much the teacher would be "
+                             "trusted here"),
         "cold_user": st.column_config.CheckboxColumn("Cold-start user"),
         "long_tail_item": st.column_config.CheckboxColumn("Long-tail item"),
     }
@@ -140,8 +145,17 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
     if not written.empty:
         with st.expander(f"Reviews the user wrote ({len(written):,}; not shown to the LLM)"):
             st.dataframe(written, hide_index=True, key="cases_reviews")
-    table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
-                             reads["routing"], threshold)
+    table = cases.with_alpha(cases.case_table(reads["samples"], catalog["items"],
+                                              reads["predictions"], reads["routing"], threshold),
+                             catalog["gates"])
+    teacher = cases.teacher_pairs(catalog["pairs"], user)
+    if not teacher.empty:
+        with st.expander(f"The teacher's pairs for this user ({len(teacher):,}; S-LLMR)"):
+            st.dataframe(teacher, hide_index=True, key="cases_teacher_pairs", placeholder="–",
+                         column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                        for c in ("s_llm_i", "s_llm_j", "alpha", "gap_before",
+                                                  "gap_after")})
+            page_link("pages/5_Gating.py", "The gate behind these pairs", ":material/tune:")
     samples_section(table, "user", user, method)
 
 
@@ -165,8 +179,9 @@ def show_item(item: str, method: str | None, threshold: float) -> None:
     if info.get("decade"):
         cols[2].metric("Decade", str(info["decade"]))
     cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
-    table = cases.case_table(reads["samples"], catalog["items"], reads["predictions"],
-                             reads["routing"], threshold)
+    table = cases.with_alpha(cases.case_table(reads["samples"], catalog["items"],
+                                              reads["predictions"], reads["routing"], threshold),
+                             catalog["gates"])
     samples_section(table, "item", item, method)
 
 

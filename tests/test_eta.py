@@ -33,4 +33,5 @@ def test_estimate_from_a_stored_run(smoke_store):
 def test_estimate_without_a_run(tmp_path):
     guess = estimate(tmp_path, "ml-100k", "demo", typical_total=900.0)
     assert guess.total(["load"]) == 900.0 and guess.left(["load"], [], 100.0) == 800.0
+    assert guess.left(["load"], [], 950.0) is None  # slower than typical: no number
     assert Estimate({}, None, "unknown").left(["load"], [], 5.0) is None

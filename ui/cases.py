@@ -205,8 +205,27 @@ def case_table(samples: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataF
                  + ["timestamp"]]
 
 
+def with_alpha(table: pd.DataFrame, gates: pd.DataFrame | None) -> pd.DataFrame:
+    """The case table with S-LLMR's gate alpha per sample (its first gated method's)."""
+    if gates is None or gates.empty:
+        return table
+    first = gates[gates["method"] == sorted(gates["method"].unique())[0]]
+    alpha = first.drop_duplicates("sample_id").set_index("sample_id")["alpha"]
+    return table.assign(alpha=table["sample_id"].map(alpha))
+
+
+def teacher_pairs(pairs: pd.DataFrame | None, user: str) -> pd.DataFrame:
+    """The teacher pairs S-LLMR built for one user, with titles' items and its gate."""
+    columns = ["item_i", "item_j", "kind_i", "kind_j", "s_llm_i", "s_llm_j", "label_i",
+               "label_j", "alpha", "gap_before", "gap_after"]
+    if pairs is None or pairs.empty:
+        return pd.DataFrame(columns=columns)
+    mine = pairs[pairs["user"].astype(str) == str(user)]
+    return mine[[c for c in columns if c in mine]].sort_values("alpha", ascending=False)
+
+
 def method_columns(table: pd.DataFrame) -> list[str]:
-    fixed = set(BASE_COLUMNS + ROUTE_COLUMNS + ["p_crm", "p_llm", "timestamp"]
+    fixed = set(BASE_COLUMNS + ROUTE_COLUMNS + ["p_crm", "p_llm", "timestamp", "alpha"]
                 + list(SEGMENTS.values()))
     return [c for c in table.columns if c not in fixed]
 
@@ -215,6 +234,7 @@ def shown_columns(table: pd.DataFrame) -> list[str]:
     """What the user/item samples table shows, the decisive columns first: sample, split,
     title, label, entropy, route, every method's probability, the answer, then the rest."""
     first = ["sample_id", "split", "title", "label", "entropy", "route"]
+    first += ["alpha"] if "alpha" in table else []
     rest = [c for c in BASE_COLUMNS if c not in first]
     return first + method_columns(table) + ["answer"] + rest
 

@@ -151,6 +151,15 @@ def navigation() -> None:
     st.sidebar.divider()
 
 
+def page_link(script: str, label: str, icon: str | None = None) -> None:
+    """A link to another page; nothing when the page runs by itself (AppTest), where no app
+    around it knows the other pages."""
+    try:
+        st.page_link(script, label=label, icon=icon)
+    except StreamlitAPIException:
+        return
+
+
 def sidebar_glossary(reader: RunReader) -> None:
     """Every term and every stored variant of the run, one line each, on every page."""
     with st.sidebar.expander("Glossary", icon=":material/menu_book:"):

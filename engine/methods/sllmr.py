@@ -161,7 +161,7 @@ class TeacherPairs:
         self.j = torch.from_numpy(pair_j.astype(np.int64))
         self.lam, self.margin, self.per_step = lam, margin, per_step
         self.generator = torch.Generator().manual_seed(seed)
-        self.fixed = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
+        self.fixed = None if alpha is None else torch.tensor(alpha, dtype=torch.float32)
         self.gate = JointGate() if alpha is None else None
         self.x = None if features is None else torch.as_tensor(features, dtype=torch.float32)
         self._stats: list[tuple[float, float, float]] = []
@@ -204,7 +204,7 @@ class TeacherPoints:
     def __init__(self, candidates: dict[str, torch.Tensor], target: np.ndarray, *, kind: str,
                  lam: float, per_step: int, seed: int) -> None:
         self.candidates = candidates
-        self.target = torch.as_tensor(target, dtype=torch.float32)
+        self.target = torch.tensor(target, dtype=torch.float32)
         self.kind, self.lam, self.per_step = kind, lam, per_step
         self.generator = torch.Generator().manual_seed(seed)
         self._losses: list[float] = []
@@ -266,9 +266,7 @@ class SLLMR(Method):
         self.log_: list[pd.DataFrame] = []
         self.cold_cut_ = float(np.quantile(
             task.samples["hist_len"].to_numpy()[task.index("train")], cfg.cold_share))
-        t0 = time.perf_counter()
         self.backbone_, result = self._train("none", None)
-        self.stage_seconds_["backbone (no LLM)"] = time.perf_counter() - t0
         self.results_ = {"none": result}
         t0 = time.perf_counter()
         self.candidates_ = self.choose_candidates(task)
