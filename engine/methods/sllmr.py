@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
@@ -48,6 +49,7 @@ from engine.models.trainer import TaskTensors, TrainConfig, TrainResult, fit, pr
 from engine.routing import binary_entropy
 
 GATES = ("reliability", "joint")
+TEACHERS = ("auto", "adapter", "base")
 QS = ("auto", "entropy", "margin", "mc_variance")
 VARIANTS = ("global", "pointwise", "kd", "joint")  # besides the gated headline and "none"
 KINDS = ("labelled", "popular", "long-tail")
@@ -60,8 +62,9 @@ class SLLMRConfig:
     backbone: str = "dcnv2"  # any registered CRM
     crm_options: dict[str, Any] = field(default_factory=dict)
     # "adapter": the LLM adapter an earlier method of the run trained (CoReLLa's), no second
-    # training; "base": the base LLM zero-shot
-    teacher: str = "adapter"
+    # training; "base": the base LLM zero-shot; "auto": the adapter when the run has one
+    # (`--methods dcnv2,sllmr` has none), else the base LLM; the stored config says which
+    teacher: str = "auto"
     llm: LLMConfig = LLMConfig()  # the base teacher's model (the adapter brings its own)
     users: int = 200  # users the teacher scores candidates for
     labelled: int = 8  # the user's later training items after the anchor (labelled)
@@ -86,8 +89,9 @@ class SLLMRConfig:
             raise ConfigError(f"unknown gate {self.gate!r}; valid: {', '.join(GATES)}")
         if self.q not in QS:
             raise ConfigError(f"unknown q {self.q!r}; valid: {', '.join(QS)}")
-        if self.teacher not in ("adapter", "base"):
-            raise ConfigError(f"teacher must be 'adapter' or 'base', got {self.teacher!r}")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(f"teacher must be one of {', '.join(TEACHERS)}, "
+                              f"got {self.teacher!r}")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ConfigError(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
@@ -407,7 +411,9 @@ class SLLMR(Method):
         cache = DiskCache("scores")
         adapter = llm.adapter_hash()
         out = np.zeros(len(cands))
-        for anchor, group in cands.groupby("anchor", sort=True):
+        groups = cands.groupby("anchor", sort=True)
+        for anchor, group in tqdm(groups, total=groups.ngroups, desc="S-LLMR teacher",
+                                  unit="user", leave=False):
             parts = [task.prompt_parts(int(anchor), int(i)) for i in group["item_idx"]]
             prefix = parts[0][0]
             keys = [cache.key(llm.config.model, adapter, prefix + suffix)
@@ -423,8 +429,8 @@ class SLLMR(Method):
         return out
 
     def _teacher_llm(self) -> LLM:
-        if self.config.teacher == "adapter":
-            adapter = getattr(self, "artifacts_in_", {}).get("llm_adapter")
+        adapter = getattr(self, "artifacts_in_", {}).get("llm_adapter")
+        if self.config.teacher == "adapter" or (self.config.teacher == "auto" and adapter):
             if adapter is None:
                 raise ConfigError(f"{self.name}: teacher='adapter' needs the LLM adapter an "
                                   "earlier method of the run trains (corella)")

@@ -3,6 +3,8 @@ planted teacher: fast, no LLM), and the method runs in the pipeline (smoke profi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,6 +145,33 @@ def test_an_adapter_teacher_needs_a_method_that_trains_one():
     from engine.profiles import get_profile
 
     profile = get_profile("smoke", methods=("dcnv2", "sllmr"))
+    spec = profile.methods[1]
+    adapter = dataclasses.replace(spec, options={
+        "config": dataclasses.replace(spec.options["config"], teacher="adapter")})
     with pytest.raises(ConfigError, match="'sllmr' needs llm_adapter"):
-        build_methods(profile)
+        build_methods(dataclasses.replace(profile, methods=(profile.methods[0], adapter)))
+    # the default ("auto") takes the adapter when the run has one, else the base LLM
+    assert len(build_methods(profile)) == 2
     assert len(build_methods(get_profile("smoke", methods=("corella", "sllmr")))) == 2
+
+
+def test_an_auto_teacher_is_the_adapter_when_the_run_has_one(monkeypatch):
+    from engine.models.llm import LLM
+
+    method = SLLMR("sllmr", SLLMRConfig(), TRAIN)
+
+    class Adapter:
+        source = "corella"
+
+        def load(self):
+            return "adapter llm"
+
+    method.use_artifacts({"llm_adapter": Adapter()})
+    assert method._teacher_llm() == "adapter llm"
+    assert method.teacher_source_ == "corella's LoRA adapter"
+    monkeypatch.setattr(LLM, "__init__", lambda self, config: None)
+    monkeypatch.setattr(LLM, "for_inference", lambda self: None)
+    method = SLLMR("sllmr", SLLMRConfig(), TRAIN)
+    method.use_artifacts({})
+    assert isinstance(method._teacher_llm(), LLM)
+    assert method.teacher_source_.endswith("zero-shot")
