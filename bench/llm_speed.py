@@ -1,6 +1,9 @@
-"""LLM scoring throughput: the naive transformers loop vs Duet's scorer; prints a table.
+"""LLM throughput: scoring (the naive transformers loop vs Duet's scorer), S-LLMR's shared
+prefix, generation, and LoRA adapter training (today's full-LoRA path vs the top-layers
+path); prints tables.
 
     .venv/bin/python bench/llm_speed.py [--prompts 64] [--ml100k PATH]
+        [--sections scoring,prefix,generation,training] [--train-prompts 64]
 
 Prompts are real ML-100k test prompts (template A, 10 history items). The naive baseline is
 what a user would write: one prompt at a time, `model(**enc).logits[0, -1]`, float32. Ours
@@ -45,13 +48,23 @@ def main() -> None:
                         help="new tokens per prompt for the chain-of-thought generation")
     parser.add_argument("--prefix-users", type=int, default=8,
                         help="users whose 16 candidates are scored after one shared prefix")
+    parser.add_argument("--sections", default="scoring,prefix,generation,training")
+    parser.add_argument("--train-prompts", type=int, default=64,
+                        help="real training prompts each adapter-training variant learns from")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     path = args.ml100k if Path(args.ml100k).is_dir() else None
     task = build_task(load_ml100k(path))
+    if "training" in sections:
+        adapter_training(args.ml100k if path else "", args.train_prompts)
+    if not sections & {"scoring", "prefix", "generation"}:
+        return
     prompts = task.prompts(task.index("test")[: args.prompts])
     llm = LLM(LLMConfig(batch_size=args.batch_size, score_dtype="bfloat16"))
     tokens = np.mean([len(s) for s in llm.tokenize(prompts)])
     llm.score(prompts[:4])  # warm-up
+    if "scoring" not in sections:
+        return after_scoring(llm, task, prompts, args, sections)
     rows = []
     seconds, naive = timed(llm.score_naive, prompts)
     rows.append(("naive loop, float32", seconds, naive))
@@ -71,7 +84,14 @@ def main() -> None:
         diff = np.abs(probs - naive).max()
         corr = np.corrcoef(probs, naive)[0, 1]
         print(f"| {name} | {rate:.2f} | {rate / base:.2f}x | {diff:.4f} | {corr:.4f} |")
-    shared_prefix(llm, task, args.prefix_users, args.batch_size)
+    after_scoring(llm, task, prompts, args, sections)
+
+
+def after_scoring(llm, task, prompts: list[str], args, sections: set[str]) -> None:
+    if "prefix" in sections:
+        shared_prefix(llm, task, args.prefix_users, args.batch_size)
+    if "generation" not in sections:
+        return
     print("\n| generation (greedy, bf16, batch 8, chat template) | new tokens | seconds | "
           "tokens/s | example |")
     print("|---|---:|---:|---:|---|")
@@ -104,7 +124,8 @@ def generate(llm, texts: list[str], limit: int) -> tuple[int, float, str]:
     counts = [int((row != eos).cumprod(0).sum()) + int((row == eos).any()) for row in new]
     return sum(counts), secs, llm.tokenizer.decode(new[0], skip_special_tokens=True).strip()
 
-def shared_prefix(llm, task, users: int, batch_size: int, candidates: int = 16) -> None:
+def shared_prefix(llm, task, users: int, batch_size: int, candidates: int = 16,
+                  dtypes: tuple[str, ...] = ("float32",)) -> None:
     """S-LLMR's teacher: one anchor's prompt with many target items. Full prompts through
     score() against LLM.score_suffixes (the prefix once, its KV cache reused)."""
     rng = np.random.default_rng(0)
@@ -112,7 +133,7 @@ def shared_prefix(llm, task, users: int, batch_size: int, candidates: int = 16) 
     items = rng.choice(np.arange(1, len(task.items) + 1), size=(users, candidates))
     groups = [[task.prompt_parts(int(a), int(i)) for i in row] for a, row in zip(anchors, items)]
     full = [p + s for group in groups for p, s in group]
-    for dtype in ("float32", "bfloat16"):
+    for dtype in dtypes:
         llm.model.to(getattr(__import__("torch"), dtype))
         llm.score(full[:4])  # warm-up
         t_full, p_full = timed(llm.score, full)
@@ -129,6 +150,63 @@ def shared_prefix(llm, task, users: int, batch_size: int, candidates: int = 16) 
         print(f"| full prompts, batched | {len(full) / t_full:.2f} | 1.00x | 0 |")
         print(f"| shared prefix (score_suffixes) | {len(full) / t_shared:.2f} | "
               f"{t_full / t_shared:.2f}x | {np.abs(p_full - p_shared).max():.2e} |")
+
+
+
+# (name, AdapterTraining fields): today's path first, then what the top-layers path adds
+TRAINING_VARIANTS = [
+    ("today: LoRA in all 30 layers, random batches", {"length_sorted": False}),
+    ("all layers, length-sorted batches", {}),
+    ("top 8 layers, frozen 22 without autograd", {"top_layers": 8}),
+    ("top 4 layers", {"top_layers": 4}),
+    ("top 2 layers", {"top_layers": 2}),
+    ("top 4 layers, 4 epochs, frozen states computed once", {"top_layers": 4, "epochs": 4}),
+]
+
+
+def adapter_training(ml100k: str, n: int) -> None:
+    """Training prompts/s (prompts x epochs per second) and peak memory per variant, each in
+    its own process (peak RSS is per process), on the same n real training prompts, LoRA
+    r=8 alpha=16 on q/k/v/o, batch 8, float32."""
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    print(f"\nadapter training: {n} ML-100k training prompts (template A, 10 history items), "
+          "SmolLM2-135M, LoRA r=8 on q/k/v/o, batch 8, float32\n")
+    print("| path | trainable params | prompts/s | speed-up | peak RSS (MB) | loss first -> last "
+          "epoch |")
+    print("|---|---:|---:|---:|---:|---|")
+    base = None
+    for name, fields in TRAINING_VARIANTS:
+        with context.Pool(1) as pool:
+            row = pool.apply(_train_variant, (ml100k, n, fields))
+        base = base or row["rate"]
+        print(f"| {name} | {row['params']:,} | {row['rate']:.2f} | {row['rate'] / base:.2f}x | "
+              f"{row['rss_mb']:,.0f} | {row['first']:.3f} -> {row['last']:.3f} |", flush=True)
+
+
+def _train_variant(ml100k: str, n: int, fields: dict) -> dict:
+    import resource
+
+    import torch
+
+    from engine.models.adapter_training import AdapterTraining, train_adapter
+
+    task = build_task(load_ml100k(ml100k or None))
+    rows = np.random.default_rng(0).choice(task.index("train"), size=n, replace=False)
+    cfg = AdapterTraining(**fields)
+    torch.manual_seed(0)
+    llm = LLM(LLMConfig(score_dtype="float32"))
+    params = llm.add_lora(r=8, alpha=16, top_layers=cfg.top_layers)
+    seqs = llm.tokenize(task.prompts(rows))
+    t0 = time.perf_counter()
+    losses = train_adapter(llm, seqs, task.labels[rows], cfg)
+    seconds = time.perf_counter() - t0
+    per_epoch = len(losses) // cfg.epochs
+    return {"params": params, "rate": n * cfg.epochs / seconds,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "first": float(np.mean(losses[:per_epoch])),
+            "last": float(np.mean(losses[-per_epoch:]))}
 
 
 if __name__ == "__main__":

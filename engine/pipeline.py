@@ -100,6 +100,10 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], c
     stage("load", t0, f"{len(dataset.interactions):,} interactions from {dataset.source}")
     t0 = time.perf_counter()
     task = build_task(dataset, profile.task)
+    if profile.task.prompt_history_order == "similar":  # ReLLa's retrieval needs item texts
+        from engine.models.encoder import Encoder
+
+        task.use_item_vectors(Encoder().encode(task.items["text"].tolist(), progress=True))
     stage("task", t0, f"{len(task):,} samples")
     for line in data_report(dataset, task, request):
         log(line)

@@ -163,7 +163,8 @@ class PairScorer:
             row = self.methods[self.methods["method"] == method].iloc[0]
             config = json.loads(row["config"])["config"]
             llm = LLM(LLMConfig(**config["llm"]))
-            llm.add_lora(r=config["lora_r"], alpha=config["lora_alpha"])
+            llm.add_lora(r=config["lora_r"], alpha=config["lora_alpha"],
+                         top_layers=config.get("lora_top_layers", 0))
             llm.load_lora_state(self.reader.load_weights(method, f"{method}_lora"))
             llm.for_inference()
             self._llms[method] = llm

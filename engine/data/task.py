@@ -22,6 +22,9 @@ from engine.options import check_ranges, option
 SPLITS = ("train", "valid", "test")
 
 
+HISTORY_ORDERS = ("recent", "similar")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """The CTR protocol; `--task key=value` sets any field (ranges are checked)."""
@@ -34,6 +37,10 @@ class TaskConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     # most recent items the LLM sees (prompt length drives its cost)
     prompt_history: int = option(10, low=1, high=100)
+    # which of the history_len earlier items the prompt shows: "recent" (the most recent) or
+    # "similar" (ReLLa's semantic behaviour retrieval: the most similar to the target by item
+    # text embeddings, shown in time order)
+    prompt_history_order: str = "recent"
     prompt_template: str = TEMPLATE_A
     # cold-start user: fewer train-period ratings than this
     cold_user_max: int = option(3, low=0, high=1_000_000)
@@ -48,6 +55,9 @@ class TaskConfig:
             sum(self.split), 1.0
         ):
             raise ConfigError(f"split must be three shares summing to 1, got {self.split}")
+        if self.prompt_history_order not in HISTORY_ORDERS:
+            raise ConfigError(f"prompt_history_order must be one of "
+                              f"{', '.join(HISTORY_ORDERS)}, got {self.prompt_history_order!r}")
         for key in ("{history}", "{target}"):
             if key not in self.prompt_template:
                 raise ConfigError(f"prompt_template lacks {key}: {quote(self.prompt_template)}")
@@ -112,6 +122,8 @@ class CTRTask:
     notes: list[str] = field(default_factory=list)  # what a user should know (one-class splits)
     build_seconds: float = 0.0
     split_index: dict[str, np.ndarray] = field(default_factory=dict)
+    # unit-norm text embedding per item (row idx - 1), for prompt_history_order="similar"
+    item_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -134,18 +146,47 @@ class CTRTask:
             "label": self.labels[rows],
         }
 
+    def use_item_vectors(self, vectors: np.ndarray) -> None:
+        """Item text embeddings (row idx - 1) for similarity-retrieved prompt histories."""
+        if vectors.shape[0] != len(self.items):
+            raise ConfigError(f"{vectors.shape[0]} item vectors for {len(self.items)} items")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.item_vectors = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def prompt_history_columns(self, row: int) -> np.ndarray:
+        """Which columns of the row's history the prompt shows, in time order: the most recent
+        `prompt_history`, or with order "similar" the most similar to the target (ReLLa)."""
+        k = self.config.prompt_history
+        hist = self.hist_items[row]
+        present = np.flatnonzero(hist > 0)
+        if self.config.prompt_history_order == "recent" or len(present) <= k:
+            return present[-k:]
+        if self.item_vectors is None:
+            raise ConfigError("prompt_history_order='similar' needs item text embeddings "
+                              "(task.use_item_vectors; the pipeline computes them)")
+        target = int(self.samples["item_idx"].iat[row])
+        sims = self.item_vectors[hist[present] - 1] @ self.item_vectors[target - 1]
+        # most similar first; ties go to the more recent item
+        order = np.lexsort((-present, -sims))
+        return np.sort(present[order[:k]])
+
     def prompts(self, rows: Sequence[int] | np.ndarray) -> list[str]:
-        """Template text the LLM reads for each row (most recent `prompt_history` items)."""
+        """Template text the LLM reads for each row (`prompt_history` of its history items:
+        the most recent, or the most similar to the target)."""
         titles = self.items["title"].to_numpy()
         target = self.samples["item_idx"].to_numpy()
-        return [sample_prompt(titles, self.rating_levels, self.hist_items[r],
-                              self.hist_ratings[r], int(target[r]), self.config.prompt_template,
-                              self.config.prompt_history)
-                for r in np.asarray(rows)]
+        out = []
+        for r in np.asarray(rows):
+            keep = self.prompt_history_columns(int(r))
+            out.append(sample_prompt(titles, self.rating_levels, self.hist_items[r][keep],
+                                     self.hist_ratings[r][keep], int(target[r]),
+                                     self.config.prompt_template, len(keep) or 1))
+        return out
 
     def prompt_parts(self, row: int, target_idx: int) -> tuple[str, str]:
         """Row `row`'s prompt with another target item (idx), cut before the target: the
-        prefix (template and history) is the same for every target of this row."""
+        prefix (template and history) is the same for every target of this row, so its
+        history is always the most recent items (retrieval would depend on the target)."""
         titles = self.items["title"].to_numpy()
         history = history_text(titles, self.rating_levels, self.hist_items[row],
                                self.hist_ratings[row], self.config.prompt_history)

@@ -29,6 +29,7 @@ from engine.errors import ConfigError
 from engine.methods.base import EVAL_SPLITS, Method, MethodResult, plain_config
 from engine.methods.crm import CRMMethod
 from engine.metrics import auc
+from engine.models.adapter_training import AdapterTraining, train_adapter
 from engine.models.llm import LLM, LLMAdapter, LLMConfig
 from engine.models.trainer import TrainConfig
 from engine.models.trainer import predict as crm_predict
@@ -45,6 +46,13 @@ class CoReLLaConfig:
     stage2_samples: int = 128  # joint CRM + LLM training subset (paper: 20-30k)
     stage3_samples: int = 128  # LLM-alone subset
     stage_epochs: int = 1
+    # LoRA in the top k LLM layers only (0: all): the frozen layers run without autograd,
+    # once per prompt across epochs (engine.models.adapter_training; bench/llm_speed.py)
+    lora_top_layers: int = 0
+    length_sorted: bool = True  # LLM-alone batches of prompts of similar length
+    # with lora_top_layers: the two LLMs share the frozen layers' states of the analysed
+    # prompts when they fit in this many MB (else each LLM runs every layer)
+    lower_cache_mb: int = 2048
     llm_batch_size: int = 8
     llm_lr: float = 5e-4
     crm_lr: float = 1e-4
@@ -127,9 +135,11 @@ class CoReLLa(Method):
         self.stage_seconds_["stage 1: CRM"] = self.timings_["stage1_seconds"]
         self.stage2_rows_, self.stage3_rows_ = self._subsets(task)
         self.rows_ = self._analysed_rows(task)
+        self.lower_: dict[str, torch.Tensor] = {}  # prompt -> frozen layers' states
         if cfg.ablation:
             self._fit_independent(task)
         self._fit_joint(task)
+        self.lower_ = {}
         return self
 
     def _subsets(self, task: CTRTask) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +166,8 @@ class CoReLLa(Method):
     def _new_llm(self) -> LLM:
         torch.manual_seed(self.config.seed)
         llm = LLM(self.config.llm)
-        llm.add_lora(r=self.config.lora_r, alpha=self.config.lora_alpha)
+        llm.add_lora(r=self.config.lora_r, alpha=self.config.lora_alpha,
+                     top_layers=self.config.lora_top_layers)
         return llm
 
     def _fit_independent(self, task: CTRTask) -> None:
@@ -244,29 +255,23 @@ class CoReLLa(Method):
     def _train_llm_alone(self, llm: LLM, task: CTRTask, rows_all: np.ndarray,
                          stage: str) -> None:
         cfg = self.config
-        seqs = dict(zip(rows_all.tolist(), llm.tokenize(task.prompts(rows_all))))
-        optimiser = torch.optim.AdamW(
-            [p for p in llm.model.parameters() if p.requires_grad], lr=cfg.llm_lr)
-        llm.model.train()
-        step = 0
-        for epoch in range(cfg.stage_epochs):
-            for rows in tqdm(self._batches(rows_all, epoch), desc=f"CoReLLa {stage}",
-                             unit="batch", leave=False):
-                labels = torch.from_numpy(task.labels[rows])
-                loss, _ = llm.click_loss([seqs[r] for r in rows.tolist()], labels)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                step += 1
-                self.log_.append({"stage": stage, "epoch": step, "metric": "llm_loss",
-                                  "value": float(loss.detach())})
-        llm.model.eval()
+        training = AdapterTraining(lr=cfg.llm_lr, batch_size=cfg.llm_batch_size,
+                                   epochs=cfg.stage_epochs, top_layers=cfg.lora_top_layers,
+                                   length_sorted=cfg.length_sorted, seed=cfg.seed)
+
+        def log(step: int, loss: float) -> None:
+            self.log_.append({"stage": stage, "epoch": step, "metric": "llm_loss",
+                              "value": loss})
+
+        train_adapter(llm, llm.tokenize(task.prompts(rows_all)), task.labels[rows_all],
+                      training, desc=f"CoReLLa {stage}", on_step=log)
 
     # --- inference -------------------------------------------------------------------------
     def _score(self, llm: LLM, task: CTRTask, what: str) -> dict[str, np.ndarray]:
         """P(click) of the analysed rows; the joint LLM also keeps its state at the last
         aligned layer (the maps show it before and after the alignment projection)."""
         llm.for_inference()
+        self.n_llm_layers_, self.llm_hidden_ = llm.n_layers, llm.hidden_size
         out = {}
         layers = [self.pairs_[-1][0]] if what == "joint" else []
         self.llm_states_: dict[str, np.ndarray] = {}
@@ -275,8 +280,15 @@ class CoReLLa(Method):
             t_split = time.perf_counter()
             prompts = task.prompts(self.rows_[split])
             cap = self.config.map_states  # states cost N x hidden floats: keep a bounded part
-            p_kept, states = llm.score_with_states(prompts[:cap], layers, progress=True)
-            out[split] = np.concatenate([p_kept, llm.score(prompts[cap:], progress=True)])
+            if self._shares_lower(layers):
+                # both LLMs differ only in their top layers: the frozen layers run once
+                # per prompt for the two of them
+                out[split], states = llm.score_above(prompts, self.split_layer_,
+                                                     self.lower_, layers, progress=True)
+                states = [s[:cap] for s in states]
+            else:
+                p_kept, states = llm.score_with_states(prompts[:cap], layers, progress=True)
+                out[split] = np.concatenate([p_kept, llm.score(prompts[cap:], progress=True)])
             if states:
                 self.llm_states_[split] = states[0]
             self.stage_seconds_[f"scoring: {what} LLM on {len(prompts):,} {split}"] = (
@@ -284,6 +296,17 @@ class CoReLLa(Method):
         n = sum(len(r) for r in self.rows_.values())
         self.timings_[f"{what}_llm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         return out
+
+    def _shares_lower(self, layers: list[int]) -> bool:
+        """Whether scoring may keep the frozen layers' states for both LLMs: LoRA in the top
+        layers only, the kept layer states above them, and the states within lower_cache_mb."""
+        top = self.config.lora_top_layers
+        if not top:
+            return False
+        self.split_layer_ = self.n_llm_layers_ - top
+        tokens = sum(len(r) for r in self.rows_.values()) * self.config.llm.max_length
+        fits = tokens * self.llm_hidden_ * 4 <= self.config.lower_cache_mb * 2**20
+        return fits and all(j >= self.split_layer_ for j in layers)
 
     def _score_crms(self, task: CTRTask) -> None:
         tensors = self.stage1_.tensors_
@@ -334,7 +357,8 @@ class CoReLLa(Method):
         """Its final LLM's adapter (after stage 3), for the later methods of the run."""
         cfg = self.config
         return {"llm_adapter": LLMAdapter(cfg.llm, cfg.lora_r, cfg.lora_alpha,
-                                          self.llm_.lora_state(), self.name)}
+                                          self.llm_.lora_state(), self.name,
+                                          cfg.lora_top_layers)}
 
     def results(self) -> list[MethodResult]:
         cfg = self.config

@@ -150,11 +150,12 @@ class LLMAdapter:
     alpha: int
     state: dict  # the adapter's tensors (lora_state())
     source: str  # the method that trained it
+    top_layers: int = 0  # LoRA in the top layers only (add_lora)
 
     def load(self) -> LLM:
         """The base model with this adapter merged, ready to score or generate."""
         llm = LLM(self.config)
-        llm.add_lora(r=self.r, alpha=self.alpha)
+        llm.add_lora(r=self.r, alpha=self.alpha, top_layers=self.top_layers)
         llm.load_lora_state(self.state)
         llm.for_inference()
         return llm
@@ -183,6 +184,7 @@ class LLM:
         self.yes_ids = self._answer_ids(YES)
         self.no_ids = self._answer_ids(NO)
         self.lora = False
+        self.frozen_below = 0  # layers under the LoRA ones (add_lora(top_layers=...))
         self.merged_lora_state: dict[str, torch.Tensor] | None = None
         self._merged_hash: str | None = None
 
@@ -206,6 +208,14 @@ class LLM:
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @property
+    def splittable(self) -> bool:
+        """Whether the decoder can run a slice of its layers (_run_layers): Llama, Qwen2,
+        Mistral and SmolLM share the layers / rotary_emb / norm layout."""
+        backbone = self._backbone()
+        return all(hasattr(backbone, name) for name in ("layers", "rotary_emb", "norm",
+                                                        "embed_tokens"))
+
     def _backbone(self) -> nn.Module:
         """The decoder stack without the LM head (works with and without LoRA)."""
         model = self.model.get_base_model() if self.lora else self.model
@@ -216,16 +226,28 @@ class LLM:
         return model.lm_head
 
     def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-                 targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> int:
-        """Wrap the model with LoRA adapters; returns the number of trainable parameters."""
+                 targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+                 top_layers: int = 0) -> int:
+        """Wrap the model with LoRA adapters; returns the number of trainable parameters.
+        top_layers > 0 puts them in the top layers only: the layers below stay frozen, so
+        training runs them without autograd (forward_ids) and may compute them once per
+        prompt (lower_states)."""
         from peft import LoraConfig, get_peft_model
 
         if self.lora:
             raise ConfigError("LoRA is already added to this model")
+        if not 0 <= top_layers <= self.n_layers:
+            raise ConfigError(f"top_layers must be in 0..{self.n_layers}, got {top_layers}")
+        if top_layers and not self.splittable:
+            raise ConfigError(f"top_layers needs a Llama-style decoder (layers, rotary_emb, "
+                              f"norm); {self.config.model} is not one: use top_layers=0")
+        layers = list(range(self.n_layers - top_layers, self.n_layers)) if top_layers else None
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                            target_modules=list(targets), bias="none")
+                            target_modules=list(targets), bias="none",
+                            layers_to_transform=layers)
         self.model = get_peft_model(self.model, config)
         self.lora = True
+        self.frozen_below = self.n_layers - top_layers if top_layers else 0
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def lora_state(self) -> dict[str, torch.Tensor]:
@@ -266,6 +288,7 @@ class LLM:
             self.merged_lora_state = self.lora_state()
             self.model = self.model.merge_and_unload()
             self.lora = False
+            self.frozen_below = 0
         choice = self.config.score_dtype
         if choice == "auto":
             fast_bf16 = self.device.type == "cuda" or cpu_has_bf16()
@@ -297,14 +320,74 @@ class LLM:
     def forward_ids(self, seqs: list[list[int]], layers: Sequence[int] = ()
                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Click logit log P(yes) - log P(no) per prompt (B,), and the last-token hidden
-        state (B, H) of each requested layer (0 = embeddings, n_layers = final)."""
+        state (B, H) of each requested layer (0 = embeddings, n_layers = final). With LoRA in
+        the top layers only, the frozen layers run without autograd while training."""
         ids, mask, last = self._pad(seqs)
+        rows = torch.arange(len(seqs), device=self.device)
+        if self.frozen_below and torch.is_grad_enabled():
+            with torch.no_grad():
+                hidden, low = self._run_layers(self._backbone().embed_tokens(ids), mask, 0,
+                                               self.frozen_below, layers)
+            final, high = self._run_layers(hidden, mask, self.frozen_below, self.n_layers,
+                                           layers)
+            found = {**low, **high}
+            return (self._answer_logit(final[rows, last]),
+                    [found[j][rows, last] for j in layers])
         out = self._backbone()(input_ids=ids, attention_mask=mask,
                                output_hidden_states=bool(layers))
-        rows = torch.arange(len(seqs), device=self.device)
         logit = self._answer_logit(out.last_hidden_state[rows, last])
         states = [out.hidden_states[j][rows, last] for j in layers]
         return logit, states
+
+    def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int,
+                    keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Decoder layers start..stop-1 on `hidden` (B, T, H), the final norm when stop is the
+        top, as the decoder's own forward does; and the states entering each layer in `keep`
+        (n_layers: after the norm, as hidden_states reports it)."""
+        from transformers.masking_utils import create_causal_mask
+
+        backbone = self._backbone()
+        positions = torch.arange(hidden.shape[1], device=self.device)[None]
+        causal = create_causal_mask(config=backbone.config, inputs_embeds=hidden,
+                                    attention_mask=mask, past_key_values=None,
+                                    position_ids=positions)
+        rotary = backbone.rotary_emb(hidden, position_ids=positions)
+        kept = {}
+        for j in range(start, stop):
+            if j in keep:
+                kept[j] = hidden
+            hidden = backbone.layers[j](hidden, attention_mask=causal,
+                                        position_embeddings=rotary, position_ids=positions)
+        if stop == self.n_layers:
+            hidden = backbone.norm(hidden)
+        if stop in keep:
+            kept[stop] = hidden
+        return hidden, kept
+
+    @torch.no_grad()
+    def lower_states(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """Per prompt, the states (T, H) entering the first LoRA layer: what the frozen
+        layers make of it, the same every epoch, so training may compute them once."""
+        if not self.frozen_below:
+            raise ConfigError("lower_states needs LoRA in the top layers only "
+                              "(add_lora(top_layers=...))")
+        ids, mask, _ = self._pad(seqs)
+        hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0,
+                                     self.frozen_below)
+        return [hidden[i, :len(s)].clone() for i, s in enumerate(seqs)]
+
+    def logit_from_lower(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """Click logits (B,) from lower_states: only the LoRA layers run (gradients flow)."""
+        longest = max(len(s) for s in states)
+        hidden = torch.zeros((len(states), longest, self.hidden_size), dtype=states[0].dtype,
+                             device=self.device)
+        mask = torch.zeros((len(states), longest), dtype=torch.long, device=self.device)
+        for i, s in enumerate(states):
+            hidden[i, :len(s)] = s
+            mask[i, :len(s)] = 1
+        final, _ = self._run_layers(hidden, mask, self.frozen_below, self.n_layers)
+        last = torch.tensor([len(s) - 1 for s in states], device=self.device)
+        return self._answer_logit(final[torch.arange(len(states), device=self.device), last])
 
     def _answer_logit(self, final: torch.Tensor) -> torch.Tensor:
         """log P(yes) - log P(no) from last-token states (B, H) after the final norm, through
@@ -314,6 +397,56 @@ class LLM:
         yes = final.float() @ head[self.yes_ids].float().T  # (B, n_yes)
         no = final.float() @ head[self.no_ids].float().T
         return (torch.logsumexp(yes, -1) - torch.logsumexp(no, -1)).float()
+
+    @torch.inference_mode()
+    def score_above(self, prompts: Sequence[str], split: int,
+                    lower: dict[str, torch.Tensor], layers: Sequence[int] = (),
+                    batch_size: int | None = None, progress: bool = False
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """As score_with_states, but the layers below `split` run only for prompts not yet in
+        `lower` (prompt -> the (T, H) states entering layer `split`), which it fills. Two
+        LLMs that differ only from `split` up (LoRA in the top layers) share `lower`, so
+        scoring the same prompts with the second costs only its top layers."""
+        if any(j < split for j in layers):
+            raise ConfigError(f"score_above keeps states of layers >= {split}, asked {layers}")
+        states = [np.zeros((len(prompts), self.hidden_size), np.float32) for _ in layers]
+        if not prompts:
+            return np.zeros(0), states
+        self.model.eval()
+        size = batch_size or self.config.batch_size
+        todo = [p for p in dict.fromkeys(prompts) if p not in lower]
+        seqs = dict(zip(todo, self.tokenize(todo))) if todo else {}
+        todo.sort(key=lambda p: len(seqs[p]))
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            ids, mask, _ = self._pad([seqs[p] for p in batch])
+            hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0, split)
+            for i, p in enumerate(batch):
+                lower[p] = hidden[i, :len(seqs[p])].clone()
+        order = np.argsort([len(lower[p]) for p in prompts], kind="stable")
+        out = np.zeros(len(prompts))
+        batches = range(0, len(order), size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="LLM scoring (top layers)", unit="batch", leave=False)
+        for start in batches:
+            rows = order[start:start + size]
+            parts = [lower[prompts[i]] for i in rows]
+            longest = max(len(x) for x in parts)
+            hidden = torch.zeros((len(rows), longest, self.hidden_size), dtype=parts[0].dtype,
+                                 device=self.device)
+            mask = torch.zeros((len(rows), longest), dtype=torch.long, device=self.device)
+            for i, x in enumerate(parts):
+                hidden[i, :len(x)] = x
+                mask[i, :len(x)] = 1
+            final, kept = self._run_layers(hidden, mask, split, self.n_layers, layers)
+            last = torch.tensor([len(x) - 1 for x in parts], device=self.device)
+            pick = torch.arange(len(rows), device=self.device)
+            out[rows] = torch.sigmoid(self._answer_logit(final[pick, last])).cpu().double().numpy()
+            for k, j in enumerate(layers):
+                states[k][rows] = kept[j][pick, last].float().cpu().numpy()
+        return out, states
 
     @torch.inference_mode()
     def score_suffixes(self, prefix: str, suffixes: Sequence[str],

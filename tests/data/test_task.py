@@ -157,3 +157,31 @@ def test_too_little_history_is_a_data_error(dataset):
 def test_unknown_split_is_named(task):
     with pytest.raises(ConfigError, match="unknown split 'tset'"):
         task.index("tset")
+
+
+def test_similar_history_retrieves_the_items_nearest_the_target(dataset):
+    """ReLLa's retrieval: the prompt shows the history items most similar to the target (by
+    item vectors), in time order; recency is the default and unchanged."""
+    import dataclasses
+
+    task = build_task(dataset, TaskConfig(prompt_history=3, prompt_history_order="similar"))
+    row = int(next(r for r in task.index("test") if (task.hist_items[r] > 0).sum() > 6))
+    with pytest.raises(ConfigError, match="needs item text embeddings"):
+        task.prompts([row])
+    target = int(task.samples["item_idx"].iat[row])
+    hist = task.hist_items[row]
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(task.items), 8))
+    chosen_cols = np.flatnonzero(hist > 0)[[0, 2, 4]]  # three old items: made near the target
+    for col in chosen_cols:
+        vectors[hist[col] - 1] = vectors[target - 1] + 0.01 * rng.normal(size=8)
+    task.use_item_vectors(vectors)
+    assert list(task.prompt_history_columns(row)) == sorted(chosen_cols)
+    titles = task.items["title"].to_numpy()
+    history = task.prompts([row])[0].split("Please predict")[0]
+    positions = [history.index(f'"{titles[hist[c] - 1]}"') for c in chosen_cols]
+    assert positions == sorted(positions)  # in time order
+    recent = dataclasses.replace(task, config=TaskConfig(prompt_history=3))
+    assert list(recent.prompt_history_columns(row)) == list(range(len(hist) - 3, len(hist)))
+    with pytest.raises(ConfigError, match="prompt_history_order must be one of"):
+        TaskConfig(prompt_history_order="random")

@@ -146,3 +146,23 @@ def test_item_vectors_before_and_after_the_alignment_projections(fitted):
     want = torch.nn.functional.normalize(method.align_.g_crm[-1](state), dim=-1)
     got = vectors["corella: aligned CRM"][1][list(vectors["corella: aligned CRM"][0]).index(item)]
     np.testing.assert_allclose(got, want.detach().numpy()[0], atol=1e-5)
+
+
+def test_top_layer_lora_trains_and_scores_as_its_own_llm_would(ml100k_dir, tiny_llama_dir):
+    """lora_top_layers=1: LoRA only in the top layer, the two LLMs share the frozen layers'
+    states when scoring, and the stored P(click) equal the adapter's own full scoring."""
+    from engine.models.llm import LLMAdapter
+
+    task = build_task(load_ml100k(ml100k_dir), TaskConfig(prompt_history=4))
+    llm = LLMConfig(model=str(tiny_llama_dir), max_length=128, score_dtype="float32")
+    config = CoReLLaConfig(
+        crm_options={"embed_dim": 4, "deep_layers": (8,)}, stage2_samples=8,
+        stage3_samples=8, llm_batch_size=4, analyse_valid=10, analyse_test=12, answers=1,
+        lora_top_layers=1, llm=llm)
+    method = CoReLLa("corella", config, TrainConfig(batch_size=128, max_epochs=1)).fit(task)
+    adapter = method.artifacts()["llm_adapter"]
+    assert isinstance(adapter, LLMAdapter) and adapter.top_layers == 1
+    assert adapter.state and all(".layers.1." in k for k in adapter.state)
+    direct = adapter.load().score(task.prompts(method.rows_["test"]))
+    np.testing.assert_allclose(method.p_llm_["test"], direct, rtol=0, atol=1e-6)
+    assert method.lower_ == {}  # the shared states are freed after fitting

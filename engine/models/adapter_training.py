@@ -1,0 +1,97 @@
+"""Training an LLM's LoRA adapter to answer yes/no clicks, fast on a CPU.
+
+Today's path puts LoRA in every layer and back-propagates through all of them. On two CPU
+cores the cheaper path (bench/llm_speed.py, "adapter training") puts LoRA in the top layers
+only: the frozen layers below then run without autograd, and once per prompt when training
+sees it more than once (their output is the same every epoch), and batches hold prompts of
+similar length so little of each batch is padding. `top_layers=0` is the usual full-LoRA
+path, unchanged (what a GPU run uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from engine.errors import ConfigError
+from engine.models.llm import LLM
+
+
+@dataclass(frozen=True)
+class AdapterTraining:
+    lr: float = 5e-4
+    batch_size: int = 8
+    epochs: int = 1
+    top_layers: int = 0  # LoRA in the top k layers only (0: every layer, the usual path)
+    length_sorted: bool = True  # batches of prompts of similar length (shuffled per epoch)
+    cache_mb: int = 4096  # keep the frozen layers' states across epochs up to this size
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError(f"adapter training needs lr > 0, batch_size >= 1 and epochs "
+                              f">= 1, got {self.lr}, {self.batch_size}, {self.epochs}")
+        if self.top_layers < 0 or self.cache_mb < 0:
+            raise ConfigError(f"top_layers and cache_mb must be >= 0, got {self.top_layers}, "
+                              f"{self.cache_mb}")
+
+
+def batches(lengths: np.ndarray, size: int, epoch: int, seed: int, length_sorted: bool
+            ) -> list[np.ndarray]:
+    """Positions into the training prompts, one array per batch. Length-sorted: neighbours
+    by length (ties broken at random) form a batch, and the batches come in random order."""
+    rng = np.random.default_rng(seed + 100 + epoch)
+    order = rng.permutation(len(lengths))
+    if length_sorted:
+        order = order[np.argsort(lengths[order], kind="stable")]
+        chunks = [order[i:i + size] for i in range(0, len(order), size)]
+        return [chunks[k] for k in rng.permutation(len(chunks))]
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: AdapterTraining,
+                  desc: str = "LLM adapter",
+                  on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train `llm`'s LoRA (added with add_lora(top_layers=cfg.top_layers)) on token ids and
+    0/1 labels with BCE on the yes/no answer; returns the loss per step."""
+    if llm.frozen_below != (llm.n_layers - cfg.top_layers if cfg.top_layers else 0):
+        raise ConfigError(f"the LLM's LoRA layers do not match top_layers={cfg.top_layers}: "
+                          "add_lora(top_layers=...) with the same value")
+    targets = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    lengths = np.array([len(s) for s in seqs])
+    bytes_per_token = llm.hidden_size * 4
+    cache = (cfg.top_layers > 0 and cfg.epochs > 1
+             and lengths.sum() * bytes_per_token <= cfg.cache_mb * 2**20)
+    lower: dict[int, torch.Tensor] = {}
+    optimiser = torch.optim.AdamW([p for p in llm.model.parameters() if p.requires_grad],
+                                  lr=cfg.lr)
+    llm.model.train()
+    losses = []
+    try:
+        for epoch in range(cfg.epochs):
+            for rows in tqdm(batches(lengths, cfg.batch_size, epoch, cfg.seed, cfg.length_sorted),
+                             desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                             leave=False):
+                batch = [seqs[i] for i in rows.tolist()]
+                if cache:
+                    missing = [i for i in rows.tolist() if i not in lower]
+                    if missing:
+                        lower.update(zip(missing, llm.lower_states([seqs[i] for i in missing])))
+                    logit = llm.logit_from_lower([lower[i] for i in rows.tolist()])
+                else:
+                    logit, _ = llm.forward_ids(batch)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logit, targets[torch.from_numpy(rows)])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
+                if on_step is not None:
+                    on_step(len(losses), losses[-1])
+    finally:
+        llm.model.eval()
+    return losses
