@@ -125,7 +125,7 @@ def evaluate(llm: LLM, states: list[torch.Tensor], batch: int = 16) -> np.ndarra
     out = np.zeros(len(states))
     for start in range(0, len(order), batch):
         rows = order[start:start + batch]
-        out[rows] = torch.sigmoid(llm.logit_from_lower([states[i] for i in rows])).numpy()
+        out[rows] = torch.sigmoid(llm.logit_from_lower([states[i] for i in rows])[0]).numpy()
     return out
 
 

@@ -73,8 +73,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "demo": Profile(
         name="demo",
-        description="the default run: all of ML-100k, every CRM and CoReLLa; ~12 min on 2 "
-                    "CPU cores",
+        description="the default run: all of ML-100k, every CRM, CoReLLa and S-LLMR; "
+                    "~20 min on 2 CPU cores with native bf16, ~40 min without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         # LoRA in the top 4 layers trains 2.3x more prompts per second on 2 cores
@@ -85,7 +85,7 @@ PROFILES: dict[str, Profile] = {
             # 40 users x 12 candidates: ~2.5 min of teacher scoring on 2 cores (shared prefix)
             _sllmr({"embed_dim": 16}, users=40, labelled=8, popular=2, long_tail=2)),
         maps=MapConfig(),
-        typical_seconds=900.0,
+        typical_seconds=2400.0,  # estimated for 2 cores without native bf16
     ),
     "full": Profile(
         name="full",

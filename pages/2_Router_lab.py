@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import routing
-from engine.formatting import METRIC_NAMES
+from engine.formatting import METRIC_NAMES, duration_ms
 from engine.metrics import LOW_CLASS, LOW_N
 from ui import export
 from ui import router_charts as charts
@@ -103,7 +103,7 @@ def router() -> None:
                    delta=None if delta != delta else f"{delta:+.4f} vs CRM",
                    delta_color="inverse" if key == "logloss" else "normal")
     cols[4].metric("LLM calls / 1k samples", f"{cost['llm_calls_per_1k']:.0f}")
-    cols[5].metric("Est. ms / 1k samples", fmt(cost["ms_per_1k"], "{:,.0f}"),
+    cols[5].metric("Est. time / 1k samples", duration_ms(cost["ms_per_1k"], "no latency"),
                    help="1000 × CRM latency + LLM calls × LLM latency (measured per sample); "
                         "n/a when the run did not record both latencies")
     cols = st.columns(8)

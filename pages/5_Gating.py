@@ -35,7 +35,8 @@ gates = data["gates"][data["gates"]["method"] == method]
 pairs = None if data["pairs"] is None else data["pairs"][data["pairs"]["method"] == method]
 
 cols = st.columns(5)
-cols[0].metric("Teacher", plain(config.get("teacher", "?")))
+cols[0].metric("Teacher", plain(gating.teacher_label(config.get("teacher", "?"))),
+               help=f"the LLM whose P(yes) orders the pairs: {plain(config.get('teacher', '?'))}")
 cols[1].metric("Teacher AUC", number(config.get("teacher_auc")),
                help="the teacher's P(yes) against the labels of its labelled candidates")
 cols[2].metric("Teacher pair accuracy", number(config.get("teacher_pair_accuracy")),
@@ -71,6 +72,8 @@ with right:
         export.chart(gating.pair_accuracy_figure(deciles, config.get("teacher_pair_accuracy",
                                                                       float("nan"))),
                      "gating_pair_accuracy")
+        st.caption("Is alpha high where the teacher is right? If the gate works, accuracy "
+                   "rises with the decile.")
     else:
         st.info("This run stored no teacher pairs.")
 

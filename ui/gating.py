@@ -21,6 +21,13 @@ CELLS = {(False, False): "warm user · head item", (False, True): "warm user · 
 VARIANT_ORDER = ["none", "global", "pointwise", "kd", "joint", "gated"]
 
 
+def teacher_label(teacher: str) -> str:
+    """A short name for the teacher ("corella's LoRA adapter" -> "corella adapter")."""
+    if teacher.endswith("'s LoRA adapter"):
+        return teacher.removesuffix("'s LoRA adapter") + " adapter"
+    return teacher.replace(" zero-shot", " (zero-shot)")
+
+
 def gated_methods(gates: pd.DataFrame) -> list[str]:
     return sorted(gates["method"].unique()) if "method" in gates else []
 
@@ -99,6 +106,7 @@ def alpha_vs_q_figure(gates: pd.DataFrame, sample: int = 4000, seed: int = 0) ->
                      hover_data={"sample_id": True, "hist_len": True, "item_popularity": True})
     fig.update_traces(marker={"size": 5})
     fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(exponentformat="e")  # MC-dropout variances are tiny: no "2µ" ticks
     return styled(fig, "Gate alpha against the CRM's uncertainty q, per (user, item) cell",
                   "q (CRM uncertainty, 0-1)", "alpha")
 
@@ -127,8 +135,8 @@ def pair_accuracy_figure(table: pd.DataFrame, overall: float) -> go.Figure:
                       annotation_position="top left")
     fig.update_yaxes(range=[0, 1])
     fig.update_xaxes(dtick=1)
-    return styled(fig, "Is alpha high where the teacher is right? Teacher pair accuracy per "
-                       "alpha decile", "alpha decile (1 = lowest)", "pairs ordered as labels",
+    return styled(fig, "Teacher pair accuracy per alpha decile", "alpha decile (1 = lowest)",
+                  "pairs ordered as labels",
                   legend=False)
 
 

@@ -81,7 +81,7 @@ def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: Adap
                     missing = [i for i in rows.tolist() if i not in lower]
                     if missing:
                         lower.update(zip(missing, llm.lower_states([seqs[i] for i in missing])))
-                    logit = llm.logit_from_lower([lower[i] for i in rows.tolist()])
+                    logit, _ = llm.logit_from_lower([lower[i] for i in rows.tolist()])
                 else:
                     logit, _ = llm.forward_ids(batch)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(

@@ -13,7 +13,7 @@ import copy
 import hashlib
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +159,16 @@ class LLMAdapter:
         llm.load_lora_state(self.state)
         llm.for_inference()
         return llm
+
+
+def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
+    """Batch starts over n rows, with a progress bar when asked."""
+    starts = range(0, n, size)
+    if not progress:
+        return starts
+    from tqdm.auto import tqdm
+
+    return tqdm(starts, desc=desc, unit="batch", leave=False)
 
 
 class LLM:
@@ -365,19 +375,26 @@ class LLM:
         return hidden, kept
 
     @torch.no_grad()
-    def lower_states(self, seqs: list[list[int]]) -> list[torch.Tensor]:
-        """Per prompt, the states (T, H) entering the first LoRA layer: what the frozen
-        layers make of it, the same every epoch, so training may compute them once."""
-        if not self.frozen_below:
+    def lower_states(self, seqs: list[list[int]], split: int | None = None
+                     ) -> list[torch.Tensor]:
+        """Per prompt, the states (T, H) entering layer `split` (default: the first LoRA
+        layer): what the frozen layers make of it, the same every epoch, so training may
+        compute them once."""
+        split = self.frozen_below if split is None else split
+        if not split:
             raise ConfigError("lower_states needs LoRA in the top layers only "
                               "(add_lora(top_layers=...))")
         ids, mask, _ = self._pad(seqs)
-        hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0,
-                                     self.frozen_below)
+        hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0, split)
         return [hidden[i, :len(s)].clone() for i, s in enumerate(seqs)]
 
-    def logit_from_lower(self, states: list[torch.Tensor]) -> torch.Tensor:
-        """Click logits (B,) from lower_states: only the LoRA layers run (gradients flow)."""
+    def logit_from_lower(self, states: list[torch.Tensor], start: int | None = None,
+                         keep: Sequence[int] = ()
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Click logits (B,) from states entering layer `start` (default: the first LoRA
+        layer; lower_states): only the layers above run (gradients flow); and the last-token
+        states of the layers in `keep` (all >= start)."""
+        start = self.frozen_below if start is None else start
         longest = max(len(s) for s in states)
         hidden = torch.zeros((len(states), longest, self.hidden_size), dtype=states[0].dtype,
                              device=self.device)
@@ -385,9 +402,10 @@ class LLM:
         for i, s in enumerate(states):
             hidden[i, :len(s)] = s
             mask[i, :len(s)] = 1
-        final, _ = self._run_layers(hidden, mask, self.frozen_below, self.n_layers)
+        final, kept = self._run_layers(hidden, mask, start, self.n_layers, keep)
         last = torch.tensor([len(s) - 1 for s in states], device=self.device)
-        return self._answer_logit(final[torch.arange(len(states), device=self.device), last])
+        rows = torch.arange(len(states), device=self.device)
+        return self._answer_logit(final[rows, last]), [kept[j][rows, last] for j in keep]
 
     def _answer_logit(self, final: torch.Tensor) -> torch.Tensor:
         """log P(yes) - log P(no) from last-token states (B, H) after the final norm, through
@@ -419,33 +437,15 @@ class LLM:
         todo.sort(key=lambda p: len(seqs[p]))
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
-            ids, mask, _ = self._pad([seqs[p] for p in batch])
-            hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0, split)
-            for i, p in enumerate(batch):
-                lower[p] = hidden[i, :len(seqs[p])].clone()
+            lower.update(zip(batch, self.lower_states([seqs[p] for p in batch], split)))
         order = np.argsort([len(lower[p]) for p in prompts], kind="stable")
         out = np.zeros(len(prompts))
-        batches = range(0, len(order), size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="LLM scoring (top layers)", unit="batch", leave=False)
-        for start in batches:
+        for start in _batches(len(order), size, progress, "LLM scoring (top layers)"):
             rows = order[start:start + size]
-            parts = [lower[prompts[i]] for i in rows]
-            longest = max(len(x) for x in parts)
-            hidden = torch.zeros((len(rows), longest, self.hidden_size), dtype=parts[0].dtype,
-                                 device=self.device)
-            mask = torch.zeros((len(rows), longest), dtype=torch.long, device=self.device)
-            for i, x in enumerate(parts):
-                hidden[i, :len(x)] = x
-                mask[i, :len(x)] = 1
-            final, kept = self._run_layers(hidden, mask, split, self.n_layers, layers)
-            last = torch.tensor([len(x) - 1 for x in parts], device=self.device)
-            pick = torch.arange(len(rows), device=self.device)
-            out[rows] = torch.sigmoid(self._answer_logit(final[pick, last])).cpu().double().numpy()
-            for k, j in enumerate(layers):
-                states[k][rows] = kept[j][pick, last].float().cpu().numpy()
+            logit, kept = self.logit_from_lower([lower[prompts[i]] for i in rows], split, layers)
+            out[rows] = torch.sigmoid(logit).cpu().double().numpy()
+            for target, state in zip(states, kept):
+                target[rows] = state.float().cpu().numpy()
         return out, states
 
     @torch.inference_mode()
@@ -501,12 +501,7 @@ class LLM:
         order = np.argsort([len(s) for s in seqs], kind="stable")
         size = batch_size or self.config.batch_size
         out = np.zeros(len(seqs))
-        batches = range(0, len(order), size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="LLM scoring", unit="batch", leave=False)
-        for start in batches:
+        for start in _batches(len(order), size, progress, "LLM scoring"):
             rows = order[start:start + size]
             logit, batch_states = self.forward_ids([seqs[i] for i in rows], layers)
             out[rows] = torch.sigmoid(logit).cpu().double().numpy()

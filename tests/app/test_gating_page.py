@@ -107,3 +107,8 @@ def test_the_case_browser_shows_alpha_and_the_teacher_pairs(monkeypatch, smoke_s
     assert samples["alpha"].notna().all()
     teacher = next(d.value for d in at.dataframe if "s_llm_i" in d.value.columns)
     assert len(teacher) == (pairs["user"].astype(str) == user).sum()
+
+
+def test_teacher_labels_are_short():
+    assert gating.teacher_label("corella's LoRA adapter") == "corella adapter"
+    assert gating.teacher_label("smollm2-135m zero-shot") == "smollm2-135m (zero-shot)"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from engine.formatting import duration_ms
 from engine.routing import threshold_for_share
 from engine.store import RunWriter
 from tests.app.pages import open_page
@@ -109,7 +110,7 @@ def test_budget_slider_moves_the_threshold(monkeypatch, tmp_path):
     values = shown(at)
     assert values["LLM share"] == "20.0%"
     assert values["LLM calls / 1k samples"] == "200"
-    assert values["Est. ms / 1k samples"] == f"{1000 * CRM_MS + 200 * LLM_MS:,.0f}"
+    assert values["Est. time / 1k samples"] == duration_ms(1000 * CRM_MS + 200 * LLM_MS)
     assert values["Routed AUC"] == expected(rows, "test", threshold)["Routed AUC"]
 
 

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.browser.conftest import CHROMIUM
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "browser"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
 # CI sets DUET_REQUIRE_BROWSER=1 so a missing browser fails there instead of skipping
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM) and not os.environ.get("DUET_REQUIRE_BROWSER"),
@@ -63,16 +61,6 @@ def server(smoke_store):
     proc.wait(timeout=20)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, tmp_path):
     context = browser.new_context(viewport={"width": 1400, "height": 1000},
@@ -87,6 +75,7 @@ READY = {  # an element each page shows only once its script has run
     "Router lab": '[data-testid="stMetricValue"]',
     "Case browser": '[data-testid="stTextInput"]',
     "Embedding maps": ".js-plotly-plot",
+    "Gating": ".js-plotly-plot",
 }
 
 
@@ -132,6 +121,7 @@ def test_every_page_renders_without_errors(server, page):
     open_page(page, f"{server}/Router_lab", "Router lab", "router_lab")
     open_page(page, f"{server}/Case_browser", "Case browser", "case_browser")
     open_page(page, f"{server}/Embedding_maps", "Embedding maps", "embedding_maps")
+    open_page(page, f"{server}/Gating", "Gating", "gating")
 
 
 def test_router_slider_changes_the_metrics(server, page):
