@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--orders", default="recent,similar")
     parser.add_argument("--top-layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", default="5e-4", help="one or more (comma-separated)")
     parser.add_argument("--valid", type=int, default=200)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--ml100k", default=str(ROOT.parent / "shared" / "data" / "ml-100k"))
@@ -58,12 +58,12 @@ def main() -> None:
             task.use_item_vectors(vectors)
         rows += curve(task, order, sizes, args)
     print(f"\nLLM alone (SmolLM2-135M, LoRA r=8 in the top {args.top_layers} layers, "
-          f"{args.epochs} epoch(s), lr {args.lr}), ML-100k, valid {args.valid} / test "
-          f"{args.test} analysed samples\n")
-    print("| prompt history | training prompts | train seconds | valid AUC | test AUC |")
-    print("|---|---:|---:|---:|---:|")
-    for order, n, seconds, valid, test in rows:
-        print(f"| {order} | {n:,} | {seconds:,.0f} | {valid:.4f} | {test:.4f} |")
+          f"{args.epochs} epoch(s)), ML-100k, valid {args.valid} / test {args.test} analysed "
+          "samples\n")
+    print("| prompt history | lr | training prompts | train seconds | valid AUC | test AUC |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for order, lr, n, seconds, valid, test in rows:
+        print(f"| {order} | {lr:g} | {n:,} | {seconds:,.0f} | {valid:.4f} | {test:.4f} |")
 
 
 def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
@@ -79,11 +79,11 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
     print(f"[{order}] frozen states of {sum(len(r) for r in analysed.values())} evaluation "
           f"prompts: {duration(time.perf_counter() - t0)}", flush=True)
     out = []
-    for n in sizes:
+    for n, lr in ((n, float(lr)) for n in sizes for lr in args.lr.split(",")):
         torch.manual_seed(0)
         llm = LLM(LLMConfig(score_dtype="float32"))
         llm.add_lora(r=8, alpha=16, top_layers=args.top_layers)
-        cfg = AdapterTraining(lr=args.lr, epochs=args.epochs, top_layers=args.top_layers)
+        cfg = AdapterTraining(lr=lr, epochs=args.epochs, top_layers=args.top_layers)
         seqs = llm.tokenize(task.prompts(train[:n]))
         steps = args.epochs * -(-n // cfg.batch_size)
         t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
                      ) -> None:
             if step % 32 == 0 or step == steps:
                 spent = time.perf_counter() - t0
-                print(f"[{order} {n:,}] step {step}/{steps} loss {loss:.3f} "
+                print(f"\n[{order} {n:,}] step {step}/{steps} loss {loss:.3f} "
                       f"{duration(spent)} spent, about {duration(spent / step * (steps - step))}"
                       " left", flush=True)
 
@@ -101,9 +101,9 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
         seconds = time.perf_counter() - t0
         scores = {split: evaluate(llm, states) for split, states in lower.items()}
         aucs = [auc(task.labels[analysed[s]], scores[s]) for s in ("valid", "test")]
-        print(f"[{order} {n:,}] trained in {duration(seconds)}: valid AUC {aucs[0]:.4f}, "
-              f"test AUC {aucs[1]:.4f}", flush=True)
-        out.append((order, n, seconds, *aucs))
+        print(f"\n[{order} {n:,} lr {lr:g}] trained in {duration(seconds)}: valid AUC "
+              f"{aucs[0]:.4f}, test AUC {aucs[1]:.4f}", flush=True)
+        out.append((order, lr, n, seconds, *aucs))
     return out
 
 

@@ -45,7 +45,10 @@ class CoReLLaConfig:
     lora_alpha: int = 16
     stage2_samples: int = 128  # joint CRM + LLM training subset (paper: 20-30k)
     stage3_samples: int = 128  # LLM-alone subset
-    stage_epochs: int = 1
+    stage_epochs: int = 1  # stage 2 (joint) epochs
+    # epochs of the LLM-alone trainings (stage 3 and the ablation); with lora_top_layers the
+    # frozen layers run once per prompt, so later epochs cost only the top layers
+    llm_epochs: int = 1
     # LoRA in the top k LLM layers only (0: all): the frozen layers run without autograd,
     # once per prompt across epochs (engine.models.adapter_training; bench/llm_speed.py)
     lora_top_layers: int = 0
@@ -71,6 +74,10 @@ class CoReLLaConfig:
         if min(self.stage2_samples, self.stage3_samples) < 1:
             raise ConfigError(f"stage subsets must be >= 1, got {self.stage2_samples}, "
                               f"{self.stage3_samples}")
+        if min(self.stage_epochs, self.llm_epochs) < 1 or self.lora_top_layers < 0:
+            raise ConfigError(f"stage_epochs and llm_epochs must be >= 1 and lora_top_layers "
+                              f">= 0, got {self.stage_epochs}, {self.llm_epochs}, "
+                              f"{self.lora_top_layers}")
         if len(self.loss_weights) != 3 or min(self.loss_weights) < 0:
             raise ConfigError(f"loss_weights must be three non-negative numbers, "
                               f"got {self.loss_weights}")
@@ -256,7 +263,7 @@ class CoReLLa(Method):
                          stage: str) -> None:
         cfg = self.config
         training = AdapterTraining(lr=cfg.llm_lr, batch_size=cfg.llm_batch_size,
-                                   epochs=cfg.stage_epochs, top_layers=cfg.lora_top_layers,
+                                   epochs=cfg.llm_epochs, top_layers=cfg.lora_top_layers,
                                    length_sorted=cfg.length_sorted, seed=cfg.seed)
 
         def log(step: int, loss: float) -> None:

@@ -154,10 +154,12 @@ def test_open_a_case(server, page):
     # score the opened user with an item live: the CRMs and CoReLLa's LLM (base + LoRA)
     page.get_by_role("button", name="Score this pair").click()
     page.get_by_text(re.compile(r"^User \S+ × ")).first.wait_for(timeout=180_000)
+    # the prompt the LLM saw is drawn after the CRMs' scores: wait for it, not for a pause
+    prompt = page.locator('[data-testid="stCode"]').filter(has_text="Please predict whether")
+    prompt.first.wait_for(timeout=180_000)
     settle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlert"]').filter(has_text="Error").count() == 0
-    prompt = page.locator('[data-testid="stCode"]').filter(has_text="Please predict whether")
     assert prompt.count() > 0
     page.screenshot(path=str(SHOTS / "case_live_score.png"), full_page=True)
 

@@ -54,6 +54,8 @@ def test_best_threshold_matches_a_brute_force_search():
     ({"stage2_samples": 0}, "stage subsets"),
     ({"loss_weights": (1.0, 1.0)}, "loss_weights"),
     ({"budget": 1.5}, "budget"),
+    ({"llm_epochs": 0}, "llm_epochs must be >= 1"),
+    ({"lora_top_layers": -1}, "lora_top_layers"),
 ])
 def test_bad_config_is_named(kwargs, text):
     with pytest.raises(ConfigError, match=text):
@@ -158,7 +160,7 @@ def test_top_layer_lora_trains_and_scores_as_its_own_llm_would(ml100k_dir, tiny_
     config = CoReLLaConfig(
         crm_options={"embed_dim": 4, "deep_layers": (8,)}, stage2_samples=8,
         stage3_samples=8, llm_batch_size=4, analyse_valid=10, analyse_test=12, answers=1,
-        lora_top_layers=1, llm=llm)
+        lora_top_layers=1, llm_epochs=2, llm=llm)
     method = CoReLLa("corella", config, TrainConfig(batch_size=128, max_epochs=1)).fit(task)
     adapter = method.artifacts()["llm_adapter"]
     assert isinstance(adapter, LLMAdapter) and adapter.top_layers == 1
@@ -166,3 +168,5 @@ def test_top_layer_lora_trains_and_scores_as_its_own_llm_would(ml100k_dir, tiny_
     direct = adapter.load().score(task.prompts(method.rows_["test"]))
     np.testing.assert_allclose(method.p_llm_["test"], direct, rtol=0, atol=1e-6)
     assert method.lower_ == {}  # the shared states are freed after fitting
+    steps = [r for r in method.log_ if r["stage"] == "stage3"]
+    assert len(steps) == 2 * 2  # llm_epochs=2 over 8 prompts in batches of 4
