@@ -74,10 +74,13 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
     base = LLM(LLMConfig(score_dtype="float32"))
     base.add_lora(r=8, alpha=16, top_layers=args.top_layers)
     t0 = time.perf_counter()
-    lower = {split: lower_states(base, task.prompts(rows))
-             for split, rows in analysed.items()}
-    print(f"[{order}] frozen states of {sum(len(r) for r in analysed.values())} evaluation "
-          f"prompts: {duration(time.perf_counter() - t0)}", flush=True)
+    prompts = {split: task.prompts(rows) for split, rows in analysed.items()}
+    split_layer = base.n_layers - args.top_layers
+    lower: dict[str, torch.Tensor] = {}  # prompt -> frozen states, shared by every adapter
+    for texts in prompts.values():
+        base.score_above(texts, split_layer, lower)
+    print(f"[{order}] frozen states of {len(lower)} evaluation prompts: "
+          f"{duration(time.perf_counter() - t0)}", flush=True)
     out = []
     for n, lr in ((n, float(lr)) for n in sizes for lr in args.lr.split(",")):
         torch.manual_seed(0)
@@ -99,33 +102,12 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
         train_adapter(llm, seqs, task.labels[train[:n]], cfg, desc=f"{order} {n}",
                       on_step=progress)
         seconds = time.perf_counter() - t0
-        scores = {split: evaluate(llm, states) for split, states in lower.items()}
+        scores = {split: llm.score_above(texts, split_layer, lower)[0]
+                  for split, texts in prompts.items()}
         aucs = [auc(task.labels[analysed[s]], scores[s]) for s in ("valid", "test")]
         print(f"\n[{order} {n:,} lr {lr:g}] trained in {duration(seconds)}: valid AUC "
               f"{aucs[0]:.4f}, test AUC {aucs[1]:.4f}", flush=True)
         out.append((order, lr, n, seconds, *aucs))
-    return out
-
-
-def lower_states(llm: LLM, prompts: list[str], batch: int = 16) -> list[torch.Tensor]:
-    seqs = llm.tokenize(prompts)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    states: list[torch.Tensor | None] = [None] * len(seqs)
-    for start in range(0, len(order), batch):
-        rows = order[start:start + batch]
-        for i, s in zip(rows, llm.lower_states([seqs[i] for i in rows])):
-            states[i] = s
-    return states
-
-
-@torch.no_grad()
-def evaluate(llm: LLM, states: list[torch.Tensor], batch: int = 16) -> np.ndarray:
-    llm.model.eval()
-    order = np.argsort([len(s) for s in states], kind="stable")
-    out = np.zeros(len(states))
-    for start in range(0, len(order), batch):
-        rows = order[start:start + batch]
-        out[rows] = torch.sigmoid(llm.logit_from_lower([states[i] for i in rows])[0]).numpy()
     return out
 
 
