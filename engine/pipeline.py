@@ -100,7 +100,10 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], c
     stage("load", t0, f"{len(dataset.interactions):,} interactions from {dataset.source}")
     t0 = time.perf_counter()
     task = build_task(dataset, profile.task)
-    if profile.task.prompt_history_order == "similar":  # ReLLa's retrieval needs item texts
+    # item text vectors, once per run: ReLLa's prompt retrieval and LLM-CF's example
+    # retrieval read them, and the maps' semantic space reuses them
+    if profile.task.prompt_history_order == "similar" or any(
+            getattr(m, "uses_item_vectors", False) for m in methods):
         from engine.models.encoder import Encoder
 
         task.use_item_vectors(Encoder().encode(task.items["text"].tolist(), progress=True))
@@ -224,7 +227,8 @@ def _maps(task: CTRTask, results: list[MethodResult], config: MapConfig,
 
     items = map_items(task, config)
     texts = items["text"].tolist()
-    spaces = {"semantic": Encoder().encode(texts, progress=True)}
+    spaces = {"semantic": task.item_vectors[items["idx"].to_numpy() - 1]
+              if task.item_vectors is not None else Encoder().encode(texts, progress=True)}
     if config.llm_space:
         spaces["llm"] = LLM().embed(texts, progress=True)
     crm = next((r for r in results if r.kind == "crm" and r.weights), None)

@@ -12,6 +12,7 @@ from engine.data.task import TaskConfig
 from engine.errors import ConfigError
 from engine.maps import MapConfig
 from engine.methods.corella import CoReLLaConfig
+from engine.methods.llmcf import LLMCFConfig
 from engine.methods.sllmr import SLLMRConfig
 from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
@@ -55,6 +56,11 @@ def _sllmr(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
                       {"config": SLLMRConfig(crm_options=crm_options, **config)})
 
 
+def _llmcf(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
+    return MethodSpec("llmcf", "llmcf",
+                      {"config": LLMCFConfig(crm_options=crm_options, **config)})
+
+
 SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 
 PROFILES: dict[str, Profile] = {
@@ -67,13 +73,14 @@ PROFILES: dict[str, Profile] = {
             SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
             answers=2, lora_top_layers=4, llm=LLMConfig(batch_size=8, max_length=256)),
             _sllmr(SMOKE_CRM, users=8, labelled=4, popular=1, long_tail=1,
-                   pairs_per_user=6, mc_passes=4)),
+                   pairs_per_user=6, mc_passes=4),
+            _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24)),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
         typical_seconds=90.0,
     ),
     "demo": Profile(
         name="demo",
-        description="the default run: all of ML-100k, every CRM, CoReLLa and S-LLMR; "
+        description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR and LLM-CF; "
                     "~20 min on 2 CPU cores with native bf16, ~40 min without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
@@ -85,7 +92,9 @@ PROFILES: dict[str, Profile] = {
             {"embed_dim": 16}, stage2_samples=128, stage3_samples=256, lora_top_layers=4,
             llm_lr=2e-3, llm_epochs=4, analyse_valid=200, analyse_test=500),
             # 40 users x 12 candidates: ~2.5 min of teacher scoring on 2 cores (shared prefix)
-            _sllmr({"embed_dim": 16}, users=40, labelled=8, popular=2, long_tail=2)),
+            _sllmr({"embed_dim": 16}, users=40, labelled=8, popular=2, long_tail=2),
+            # 128 explanations of up to 64 tokens: the LLM's part of LLM-CF, offline
+            _llmcf({"embed_dim": 16}, pool_size=128, cot_tokens=64)),
         maps=MapConfig(),
         typical_seconds=2400.0,  # estimated for 2 cores without native bf16
     ),
@@ -99,7 +108,10 @@ PROFILES: dict[str, Profile] = {
             analyse_valid=10_000, analyse_test=100_000, answers=200,
             llm=LLMConfig(batch_size=32)),
             _sllmr({"embed_dim": 32}, users=5_000, labelled=16, popular=8, long_tail=8,
-                   pairs_per_user=32, llm=LLMConfig(batch_size=32))),
+                   pairs_per_user=32, llm=LLMConfig(batch_size=32)),
+            # a tenth of ML-1M's training samples, as in the paper's setting
+            _llmcf({"embed_dim": 32}, pool_size=80_000, cot_tokens=256, generation_batch=32,
+                   llm=LLMConfig(batch_size=32))),
         maps=MapConfig(),
     ),
 }

@@ -10,12 +10,14 @@ from engine.errors import ConfigError
 from engine.methods.base import Method, MethodResult
 from engine.methods.corella import CoReLLa
 from engine.methods.crm import CRMMethod
+from engine.methods.llmcf import LLMCF
 from engine.methods.sllmr import SLLMR
 
 METHOD_REGISTRY: dict[str, type[Method]] = {
     "crm": CRMMethod,
     "corella": CoReLLa,
     "sllmr": SLLMR,
+    "llmcf": LLMCF,
 }
 
 
@@ -25,5 +27,5 @@ def method_class(kind: str) -> type[Method]:
     return METHOD_REGISTRY[kind]
 
 
-__all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "CoReLLa", "SLLMR",
+__all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "CoReLLa", "SLLMR", "LLMCF",
            "method_class"]

@@ -45,6 +45,7 @@ from engine.metrics import auc
 from engine.models import build_crm, crm_config
 from engine.models.generation import DiskCache
 from engine.models.llm import LLM, LLMConfig
+from engine.models.regularisers import TeacherPoints
 from engine.models.trainer import TaskTensors, TrainConfig, TrainResult, fit, predict
 from engine.routing import binary_entropy
 
@@ -198,37 +199,6 @@ class TeacherPairs:
             weights = self.gate.linear.weight.detach().numpy()[0]
             row |= {f"w_{name}": float(v) for name, v in zip(GATE_FEATURES, weights)}
             row["b"] = float(self.gate.linear.bias.detach()[0])
-        return row
-
-
-class TeacherPoints:
-    """lambda * a pointwise loss between the CRM's probability and the teacher's on sampled
-    candidates: squared error ("pointwise") or cross-entropy to soft labels ("kd")."""
-
-    def __init__(self, candidates: dict[str, torch.Tensor], target: np.ndarray, *, kind: str,
-                 lam: float, per_step: int, seed: int) -> None:
-        self.candidates = candidates
-        self.target = torch.tensor(target, dtype=torch.float32)
-        self.kind, self.lam, self.per_step = kind, lam, per_step
-        self.generator = torch.Generator().manual_seed(seed)
-        self._losses: list[float] = []
-
-    def parameters(self) -> list[torch.Tensor]:
-        return []
-
-    def __call__(self, model: nn.Module) -> torch.Tensor:
-        pick = torch.randint(len(self.target), (self.per_step,), generator=self.generator)
-        logits = model({k: v.index_select(0, pick) for k, v in self.candidates.items()})
-        if self.kind == "kd":
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, self.target[pick])
-        else:
-            loss = (torch.sigmoid(logits) - self.target[pick]).pow(2).mean()
-        self._losses.append(float(loss.detach()))
-        return self.lam * loss
-
-    def epoch_end(self) -> dict[str, float]:
-        row = {"l_llm": float(np.mean(self._losses)) if self._losses else 0.0}
-        self._losses = []
         return row
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from engine.data.task import FeatureSchema
@@ -35,6 +36,36 @@ def crm_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
         if isinstance(value, list):
             overrides[key] = tuple(value)
     return config_cls(**overrides)
+
+
+@torch.no_grad()
+def widen_from(wide: nn.Module, plain: nn.Module) -> nn.Module:
+    """Give `wide` (a CRM built with extra_fields) the weights of `plain` (the same CRM
+    without): every tensor is copied, and where `wide` reads the extra fields' flat input
+    (E * D more entries along a dimension, inserted after the base fields' F * D) the new
+    entries are zero. With zero weights on the extra fields, `wide` computes exactly what
+    `plain` does whatever the extra fields hold, and gradients still reach those weights."""
+    base = plain.embedding.n_fields * plain.embedding.dim
+    grow = wide.embedding.extra_fields * wide.embedding.dim
+    source = plain.state_dict()
+    for name, target in wide.state_dict().items():
+        value = source[name]
+        if value.dim() != target.dim():
+            raise ValueError(f"cannot widen {name}: {tuple(value.shape)} -> "
+                             f"{tuple(target.shape)}")
+        where = []  # per dimension: the positions in `target` of `value`'s entries
+        for size, wide_size in zip(value.shape, target.shape):
+            if wide_size == size:
+                where.append(torch.arange(size))
+            elif wide_size == size + grow and size >= base:
+                where.append(torch.cat([torch.arange(base),
+                                        torch.arange(base + grow, wide_size)]))
+            else:
+                raise ValueError(f"cannot widen {name}: {tuple(value.shape)} -> "
+                                 f"{tuple(target.shape)}")
+        target.zero_()
+        target[torch.meshgrid(*where, indexing="ij")] = value
+    return wide
 
 
 def build_crm(name: str, schema: FeatureSchema, config: Any | None = None) -> nn.Module:

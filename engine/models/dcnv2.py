@@ -19,6 +19,7 @@ class DCNv2Config:
     deep_layers: tuple[int, ...] = (256, 128)
     structure: str = "parallel"  # or "stacked"
     dropout: float = 0.1
+    extra_fields: int = 0  # fields a hybrid supplies in batch["extra_fields"]
 
     def __post_init__(self) -> None:
         if self.structure not in ("parallel", "stacked"):
@@ -43,7 +44,7 @@ class DCNv2(nn.Module):
     def __init__(self, schema: FeatureSchema, config: DCNv2Config = DCNv2Config()) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(schema, config.embed_dim)
+        self.embedding = FeatureEmbedding(schema, config.embed_dim, config.extra_fields)
         d = self.embedding.n_fields * config.embed_dim
         self.cross = nn.ModuleList(CrossLayer(d) for _ in range(config.cross_layers))
         self.deep = mlp(d, config.deep_layers, config.dropout)

@@ -17,6 +17,7 @@ class DeepFMConfig:
     embed_dim: int = 16
     deep_layers: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    extra_fields: int = 0  # fields a hybrid supplies in batch["extra_fields"]
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1 or not self.deep_layers:
@@ -28,7 +29,7 @@ class DeepFM(nn.Module):
     def __init__(self, schema: FeatureSchema, config: DeepFMConfig = DeepFMConfig()) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(schema, config.embed_dim)
+        self.embedding = FeatureEmbedding(schema, config.embed_dim, config.extra_fields)
         self.first_order = FeatureEmbedding(schema, 1)  # per-feature weights as 1-d embeddings
         d = self.embedding.n_fields * config.embed_dim
         self.deep = mlp(d, config.deep_layers, config.dropout)
@@ -38,8 +39,9 @@ class DeepFM(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], return_hidden: bool = False):
         emb = self.embedding(batch)  # (B, F, D)
         linear = self.first_order(batch).sum(dim=(1, 2))  # (B,)
-        square_of_sum = emb.sum(1).pow(2)  # (B, D)
-        sum_of_square = emb.pow(2).sum(1)
+        own = emb[:, :self.embedding.n_base_fields]  # extra fields feed the deep part only
+        square_of_sum = own.sum(1).pow(2)  # (B, D)
+        sum_of_square = own.pow(2).sum(1)
         fm = 0.5 * (square_of_sum - sum_of_square).sum(1)  # (B,)
         h = emb.flatten(1)
         hidden = [h]

@@ -18,6 +18,7 @@ class DINConfig:
     attention_hidden: tuple[int, ...] = (64, 32)
     deep_layers: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    extra_fields: int = 0  # fields a hybrid supplies in batch["extra_fields"]
 
     def __post_init__(self) -> None:
         if self.embed_dim < 1 or not self.deep_layers or not self.attention_hidden:
@@ -30,7 +31,7 @@ class DIN(nn.Module):
     def __init__(self, schema: FeatureSchema, config: DINConfig = DINConfig()) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(schema, config.embed_dim)
+        self.embedding = FeatureEmbedding(schema, config.embed_dim, config.extra_fields)
         d = config.embed_dim
         # activation unit over [h, q, h - q, h * q] -> one weight per history position
         self.attention = mlp(4 * d, config.attention_hidden, 0.0)

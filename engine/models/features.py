@@ -14,24 +14,42 @@ class FeatureEmbedding(nn.Module):
     Fields: each sparse field; the target item's tags (mean of tag embeddings); the history
     (mean over valid positions of item embedding + rating embedding). History items share
     the target item's table, so what the CRM learns about an item serves both roles.
+    `extra_fields` more come ready-made in batch["extra_fields"] (B, E, D): what a hybrid
+    computes for the sample (LLM-CF's in-context state), appended after the base fields.
     """
 
-    def __init__(self, schema: FeatureSchema, dim: int) -> None:
+    def __init__(self, schema: FeatureSchema, dim: int, extra_fields: int = 0) -> None:
         super().__init__()
         self.schema = schema
         self.dim = dim
+        self.extra_fields = extra_fields
         self.tables = nn.ModuleList(nn.Embedding(v, dim) for _, v in schema.sparse_fields)
         self.tag_table = nn.Embedding(schema.n_tags, dim, padding_idx=0)
         self.rating_table = nn.Embedding(schema.n_rating_levels + 1, dim, padding_idx=0)
 
     @property
-    def n_fields(self) -> int:
+    def n_base_fields(self) -> int:
         return len(self.schema.sparse_fields) + 2
+
+    @property
+    def n_fields(self) -> int:
+        return self.n_base_fields + self.extra_fields
 
     def item_embedding(self, item_idx: torch.Tensor) -> torch.Tensor:
         return self.tables[self.schema.item_field](item_idx)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        base = self.base_fields(batch)
+        if not self.extra_fields:
+            return base
+        extra = batch["extra_fields"]  # (B, E, D)
+        if extra.shape[1:] != (self.extra_fields, self.dim):
+            raise ValueError(f"extra_fields has shape {tuple(extra.shape)}, expected "
+                             f"(B, {self.extra_fields}, {self.dim})")
+        return torch.cat([base, extra.to(base.dtype)], dim=1)
+
+    def base_fields(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sample's own fields (B, F + 2, D), without the extra ones."""
         sparse = batch["sparse"]  # (B, F)
         fields = [table(sparse[:, i]) for i, table in enumerate(self.tables)]  # F x (B, D)
         fields.append(masked_mean(self.tag_table(batch["tags"]), batch["tags"] > 0))

@@ -549,10 +549,12 @@ class LLM:
 
     # --- generation ------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers (left padding, as generation appends at the end)."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32,
+                 return_counts: bool = False) -> list[str] | tuple[list[str], list[int]]:
+        """Greedy answers (left padding, as generation appends at the end); with
+        return_counts also each answer's new tokens up to its end-of-sequence."""
         if not prompts:
-            return []
+            return ([], []) if return_counts else []
         self.tokenizer.padding_side = "left"
         try:
             enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True,
@@ -562,5 +564,14 @@ class LLM:
         finally:
             self.tokenizer.padding_side = "right"
         new = out[:, enc.input_ids.shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        if not return_counts:
+            return texts
+        stops = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                 if t is not None}
+        ended = torch.zeros_like(new, dtype=torch.bool)
+        for token in stops:
+            ended |= new == token
+        counts = torch.where(ended.any(1), ended.int().argmax(1), new.shape[1])
+        return texts, counts.tolist()
 

@@ -28,9 +28,9 @@ def counting(llm, monkeypatch) -> list[int]:
     calls: list[int] = []
     real = llm.generate
 
-    def generate(texts, max_new_tokens=32):
+    def generate(texts, max_new_tokens=32, **options):
         calls.append(len(texts))
-        return real(texts, max_new_tokens=max_new_tokens)
+        return real(texts, max_new_tokens=max_new_tokens, **options)
 
     monkeypatch.setattr(llm, "generate", generate)
     return calls
@@ -84,3 +84,47 @@ def test_bad_decoding_is_a_config_error():
         Decoding(style="poem")
     with pytest.raises(ConfigError, match="max_new_tokens"):
         Decoding(max_new_tokens=0)
+
+
+def test_explanation_prompt_states_the_decision_and_asks_for_the_four_points():
+    from engine.models.generation import explanation_prompt
+
+    prompt = PROMPT.replace("Answer:", "You should ONLY answer no or yes. Answer:")
+    liked = explanation_prompt(prompt, True)
+    assert "You should ONLY" not in liked and "Answer:" not in liked
+    assert "In fact the user liked the target item" in liked and liked.endswith("Explanation:")
+    assert "did not like" in explanation_prompt(prompt, False)
+
+
+def test_stats_count_tokens_and_cost_and_the_cache_keys_on_the_explanation(llm, tmp_path,
+                                                                           monkeypatch):
+    from engine.models.generation import explanation_prompt, generate_with_stats
+
+    cache = DiskCache("generations", tmp_path)
+    calls = counting(llm, monkeypatch)
+    decoding = Decoding("explanation", max_new_tokens=5)
+    prompts = [explanation_prompt(PROMPT, True), explanation_prompt(PROMPT, False)]
+    first = generate_with_stats(llm, prompts, decoding, cache, batch_size=1)
+    assert calls == [1, 1] and first.cached == [False, False]
+    assert all(s > 0 for s in first.seconds) and all(1 <= t <= 5 for t in first.tokens)
+    again = generate_with_stats(llm, prompts, decoding, cache)
+    assert again.texts == first.texts and again.cached == [True, True]
+    assert again.seconds == [0.0, 0.0] and again.tokens == first.tokens and calls == [1, 1]
+    generate_with_stats(llm, prompts[:1], Decoding("explanation", max_new_tokens=6), cache)
+    assert calls == [1, 1, 1]  # another decoding setting is another entry
+
+
+def test_score_cache_scores_once(llm, tmp_path, monkeypatch):
+    import numpy as np
+
+    from engine.models.generation import score_cached
+
+    cache = DiskCache("scores", tmp_path)
+    seen: list[int] = []
+    real = llm.score
+    monkeypatch.setattr(llm, "score", lambda prompts, **kw: seen.append(len(prompts))
+                        or real(prompts, **kw))
+    first = score_cached(llm, [PROMPT, PROMPT + " "], cache)
+    assert seen == [2] and ((first > 0) & (first < 1)).all()
+    np.testing.assert_array_equal(score_cached(llm, [PROMPT, PROMPT + " "], cache), first)
+    assert seen == [2]

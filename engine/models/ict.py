@@ -1,0 +1,186 @@
+"""LLM-CF's in-context chain-of-thought (ICT) module and the CRM it feeds.
+
+Each retrieved example becomes three tokens: its features (the CRM's own field embeddings
+through an MLP), its chain of thought (a sentence embedding through an MLP) and its label;
+the current sample's feature token comes last. A small causal transformer reads the sequence
+and its final state, projected to the CRM's field width, joins the CRM's input as one more
+field. At the example tokens the decoder also reconstructs the next token's CoT embedding
+(the auxiliary loss 1 - cos), which makes it read the reasoning rather than only the labels.
+
+Written here rather than with nn.TransformerDecoderLayer because the page shows the final
+position's attention over each example, which the built-in layers do not return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.errors import ConfigError
+
+POOLINGS = ("decoder", "mean")
+
+
+@dataclass(frozen=True)
+class ICTConfig:
+    width: int = 32
+    layers: int = 2
+    heads: int = 2
+    pooling: str = "decoder"  # "mean": the ablation that averages the tokens instead
+    use_cot: bool = True  # False: the ablation with features and labels only
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
+        if self.width < 2 or self.layers < 1 or self.heads < 1 or self.width % self.heads:
+            raise ConfigError(f"bad ICT sizes: width={self.width}, layers={self.layers}, "
+                              f"heads={self.heads} (width must divide by heads)")
+
+
+@dataclass
+class ICTOutput:
+    state: torch.Tensor  # (B, out_dim): the extra field
+    attention: torch.Tensor  # (B, K + 1): the final position's attention per example, self
+    recon_cos: torch.Tensor | None  # (B, K): cos(reconstructed, true CoT embedding)
+    valid: torch.Tensor  # (B, K) bool: which examples exist
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm causal self-attention and feed-forward, returning the attention weights."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
+                                nn.Linear(2 * width, width))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm1(x)
+        out, weights = self.attn(h, h, h, attn_mask=mask, need_weights=True,
+                                 average_attn_weights=True)
+        x = x + out
+        return x + self.ff(self.norm2(x)), weights
+
+
+class ICT(nn.Module):
+    def __init__(self, field_dim: int, cot_dim: int, out_dim: int, k: int,
+                 config: ICTConfig = ICTConfig()) -> None:
+        super().__init__()
+        self.config, self.k = config, k
+        w = config.width
+        self.per_example = 3 if config.use_cot else 2
+        self.features = nn.Sequential(nn.Linear(field_dim, w), nn.ReLU(), nn.Linear(w, w))
+        self.cot = nn.Sequential(nn.Linear(cot_dim, w), nn.ReLU(), nn.Linear(w, w)) \
+            if config.use_cot else None
+        self.label = nn.Embedding(2, w)
+        self.position = nn.Embedding(self.per_example * k + 1, w)
+        self.blocks = nn.ModuleList(CausalBlock(w, config.heads) for _ in range(config.layers)) \
+            if config.pooling == "decoder" else nn.ModuleList()
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Linear(w, out_dim)
+        self.reconstruct = nn.Linear(w, cot_dim) if config.use_cot else None
+
+    def forward(self, current: torch.Tensor, fields: torch.Tensor, cot: torch.Tensor,
+                label: torch.Tensor, valid: torch.Tensor) -> ICTOutput:
+        """current (B, F*D); fields (B, K, F*D); cot (B, K, C); label (B, K); valid (B, K)."""
+        b, k = valid.shape
+        parts = [self.features(fields)]
+        if self.cot is not None:
+            parts.append(self.cot(cot))
+        parts.append(self.label(label.long().clamp(0, 1)))
+        examples = torch.stack(parts, dim=2).reshape(b, k * self.per_example, self.config.width)
+        tokens = torch.cat([examples, self.features(current).unsqueeze(1)], dim=1)
+        length = tokens.shape[1]
+        tokens = tokens + self.position.weight[:length]
+        token_valid = torch.cat([valid.repeat_interleave(self.per_example, dim=1),
+                                 torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
+        if self.config.pooling == "mean":
+            m = token_valid.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * m).sum(1) / m.sum(1)
+            attention = m.squeeze(-1) / m.sum(1)
+            return ICTOutput(self.out(self.norm(pooled)), self._per_example(attention, k),
+                             None, valid)
+        x, weights = tokens, None
+        mask = self._mask(token_valid)
+        for block in self.blocks:
+            x, weights = block(x, mask)
+        x = self.norm(x)
+        recon = None
+        if self.reconstruct is not None and k:
+            # the feature token of example j predicts the next token: that example's CoT
+            at_features = x[:, :k * self.per_example:self.per_example]  # (B, K, w)
+            recon = nn.functional.cosine_similarity(self.reconstruct(at_features), cot, dim=-1)
+        return ICTOutput(self.out(x[:, -1]), self._per_example(weights[:, -1], k), recon, valid)
+
+    def _mask(self, token_valid: torch.Tensor) -> torch.Tensor:
+        """(B * heads, L, L) additive mask: causal, absent examples hidden; each position
+        always sees itself, so no row is empty."""
+        b, length = token_valid.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=token_valid.device).tril()
+        allowed = causal & token_valid.unsqueeze(1)
+        allowed |= torch.eye(length, dtype=torch.bool, device=token_valid.device)
+        mask = torch.zeros(b, length, length, device=token_valid.device)
+        mask.masked_fill_(~allowed, float("-inf"))
+        return mask.repeat_interleave(self.config.heads, dim=0)
+
+    def _per_example(self, attention: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, L) weights of the final position -> (B, K + 1): each example's tokens summed,
+        then the current token."""
+        per = attention[:, :k * self.per_example].reshape(attention.shape[0], k,
+                                                           self.per_example).sum(-1)
+        return torch.cat([per, attention[:, -1:]], dim=1)
+
+
+class InContextCRM(nn.Module):
+    """A CRM built with one extra field, fed by the ICT over each sample's retrieved examples.
+
+    The batch carries "examples" (B, K): rows of the example pool, -1 where a sample has
+    fewer. The pool's own inputs, CoT embeddings and labels are buffers (not saved with the
+    weights: they are data, stored in the run's `cot` table)."""
+
+    def __init__(self, crm: nn.Module, ict: ICT, pool_inputs: dict[str, torch.Tensor],
+                 pool_cot: torch.Tensor, pool_label: torch.Tensor) -> None:
+        super().__init__()
+        self.crm, self.ict = crm, ict
+        self.pool_keys = tuple(pool_inputs)
+        for key, value in pool_inputs.items():
+            self.register_buffer(f"pool_{key}", value, persistent=False)
+        self.register_buffer("pool_cot", pool_cot.float().clone(), persistent=False)
+        self.register_buffer("pool_label", pool_label.float(), persistent=False)
+        self.zero_ict = False  # the exactness ablation: the extra field is always zero
+        self.last: ICTOutput | None = None
+
+    @property
+    def embedding(self) -> nn.Module:
+        """The CRM's embedding front (the trainer's embedding penalty reads it); a property,
+        so the state dict holds each table once."""
+        return self.crm.embedding
+
+    def forward(self, batch: dict[str, torch.Tensor], return_hidden: bool = False):
+        out = self.in_context(batch)
+        self.last = out
+        extra = torch.zeros_like(out.state) if self.zero_ict else out.state
+        return self.crm({**batch, "extra_fields": extra.unsqueeze(1)},
+                        return_hidden=return_hidden)
+
+    def in_context(self, batch: dict[str, torch.Tensor]) -> ICTOutput:
+        examples = batch["examples"]
+        valid = examples >= 0
+        idx = examples.clamp(min=0)
+        current = self.crm.embedding.base_fields(batch).flatten(1)
+        unique, inverse = torch.unique(idx, return_inverse=True)  # each pool row embedded once
+        pool_batch = {key: getattr(self, f"pool_{key}").index_select(0, unique)
+                      for key in self.pool_keys}
+        fields = self.crm.embedding.base_fields(pool_batch).flatten(1)[inverse]  # (B, K, F*D)
+        return self.ict(current, fields, self.pool_cot[idx], self.pool_label[idx], valid)
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """1 - cos(reconstructed, true CoT embedding), mean over the last batch's examples."""
+        out = self.last
+        if out is None or out.recon_cos is None or not bool(out.valid.any()):
+            return torch.zeros(())
+        return (1 - out.recon_cos[out.valid]).mean()

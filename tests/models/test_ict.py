@@ -1,0 +1,100 @@
+"""The ICT module and the widened CRM: the new field starts with zero weights (the CRM
+computes exactly what it did), K = 0 leaves only the current token, absent examples are
+hidden, and the attention per example sums with the self weight to one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.data.movielens import load_ml100k
+from engine.data.task import TaskConfig, build_task
+from engine.errors import ConfigError
+from engine.models import build_crm, crm_config, widen_from
+from engine.models.ict import ICT, ICTConfig
+from engine.models.trainer import TaskTensors
+
+
+@pytest.fixture(scope="module")
+def tensors(ml100k_dir):
+    task = build_task(load_ml100k(ml100k_dir), TaskConfig(prompt_history=5))
+    return task, TaskTensors(task)
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "deepfm", "din"])
+def test_a_widened_crm_computes_what_the_plain_one_does_whatever_the_extra_field(name, tensors):
+    task, t = tensors
+    torch.manual_seed(0)
+    plain = build_crm(name, task.schema, crm_config(name, {"embed_dim": 8})).eval()
+    wide = build_crm(name, task.schema, crm_config(name, {"embed_dim": 8, "extra_fields": 1}))
+    widen_from(wide.eval(), plain)
+    batch = t.batch(torch.arange(100))
+    extra = torch.randn(100, 1, 8)
+    torch.testing.assert_close(wide({**batch, "extra_fields": extra}), plain(batch),
+                               rtol=0, atol=1e-6)
+    # and the extra field's weights are trainable: a gradient reaches them
+    wide.train()
+    wide({**batch, "extra_fields": extra}).sum().backward()
+    first = next(p for n, p in wide.named_parameters() if p.grad is not None
+                 and p.shape != dict(plain.named_parameters())[n].shape)
+    assert first.grad.abs().sum() > 0
+
+
+def test_an_extra_field_of_the_wrong_shape_is_refused(tensors):
+    task, t = tensors
+    wide = build_crm("dcnv2", task.schema, crm_config("dcnv2", {"embed_dim": 8,
+                                                                 "extra_fields": 1}))
+    with pytest.raises(ValueError, match="extra_fields has shape"):
+        wide({**t.batch(torch.arange(4)), "extra_fields": torch.zeros(4, 2, 8)})
+
+
+def inputs(b: int, k: int, field_dim: int = 12, cot_dim: int = 6):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(b, field_dim, generator=g), torch.randn(b, k, field_dim, generator=g),
+            torch.randn(b, k, cot_dim, generator=g), torch.randint(0, 2, (b, k), generator=g),
+            torch.ones(b, k, dtype=torch.bool))
+
+
+def test_k_zero_leaves_only_the_current_token():
+    torch.manual_seed(0)
+    ict = ICT(12, 6, 4, k=0).eval()
+    current, fields, cot, label, valid = inputs(3, 0)
+    out = ict(current, fields, cot, label, valid)
+    assert out.state.shape == (3, 4) and out.attention.shape == (3, 1)
+    torch.testing.assert_close(out.attention, torch.ones(3, 1))
+    assert out.recon_cos is None or out.recon_cos.numel() == 0
+
+
+def test_attention_covers_the_examples_and_absent_ones_get_none():
+    torch.manual_seed(0)
+    ict = ICT(12, 6, 4, k=4).eval()
+    current, fields, cot, label, valid = inputs(5, 4)
+    valid[:, 2:] = False
+    out = ict(current, fields, cot, label, valid)
+    assert out.attention.shape == (5, 5) and out.recon_cos.shape == (5, 4)
+    torch.testing.assert_close(out.attention.sum(1), torch.ones(5))
+    assert (out.attention[:, 2:4] == 0).all() and (out.attention[:, :2] > 0).all()
+    # what an absent example holds cannot matter
+    fields2, cot2 = fields.clone(), cot.clone()
+    fields2[:, 2:] += 5
+    cot2[:, 2:] -= 3
+    torch.testing.assert_close(ict(current, fields2, cot2, label, valid).state, out.state)
+    # what a present one holds does
+    cot2[:, 0] += 1
+    assert not torch.allclose(ict(current, fields, cot2, label, valid).state, out.state)
+
+
+def test_without_cot_there_are_two_tokens_per_example_and_no_reconstruction():
+    ict = ICT(12, 6, 4, k=2, config=ICTConfig(use_cot=False)).eval()
+    current, fields, cot, label, valid = inputs(2, 2)
+    out = ict(current, fields, cot, label, valid)
+    assert ict.position.num_embeddings == 5 and out.recon_cos is None
+    cot2 = cot + 10  # ignored
+    torch.testing.assert_close(ict(current, fields, cot2, label, valid).state, out.state)
+
+
+def test_bad_ict_sizes_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown pooling"):
+        ICTConfig(pooling="max")
+    with pytest.raises(ConfigError, match="width must divide"):
+        ICTConfig(width=30, heads=4)
