@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui import cases
+from ui import cases, reasoning
 from ui.common import page_header, page_link, plain, require_run
 from ui.pair_panel import ask_llm_panel, pair_panel
 
@@ -27,7 +27,10 @@ def catalogue(run_id: str, mtime: float, _reader) -> dict:
     return {"users": _reader.frame("users"), "items": _reader.frame("items"),
             "methods": _reader.methods(), "routed": _reader.routed_methods(),
             "gates": _reader.frame("gates") if _reader.has_table("gates") else None,
-            "pairs": _reader.frame("pairs") if _reader.has_table("pairs") else None}
+            "pairs": _reader.frame("pairs") if _reader.has_table("pairs") else None,
+            "neighbours": _reader.frame("neighbours") if _reader.has_table("neighbours")
+            else None,
+            "cot": _reader.frame("cot") if _reader.has_table("cot") else None}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -121,7 +124,33 @@ def samples_section(table: pd.DataFrame, what: str, ident: str, method: str | No
                        "asking the LLM below rebuilds it exactly from the run.")
         else:
             st.code(prompt, language=None, wrap_lines=True)
+    retrieved_examples(int(sample))
     ask_llm_panel(reader, table.set_index("sample_id", drop=False).loc[sample], method, prompt)
+
+
+def retrieved_examples(sample: int) -> None:
+    """The examples LLM-CF retrieved for the sample, with their explanations."""
+    neighbours = catalog["neighbours"]
+    if neighbours is None or catalog["cot"] is None:
+        return
+    first = sorted(neighbours["method"].unique())[0]
+    mine = neighbours[neighbours["method"] == first]
+    examples = reasoning.sample_examples(mine, catalog["cot"][catalog["cot"]["method"] == first],
+                                         catalog["items"], sample)
+    if examples.empty:
+        return
+    with st.expander(f"Examples {plain(first)} retrieved for sample #{sample} "
+                     f"({len(examples)}; LLM-CF)"):
+        st.dataframe(examples, hide_index=True, key="cases_llmcf_examples", placeholder="–",
+                     column_config={"text": st.column_config.TextColumn("explanation",
+                                                                        width="large"),
+                                    **{c: st.column_config.NumberColumn(format="%.3f")
+                                       for c in ("similarity", "sim_history", "sim_target",
+                                                 "attention", "recon_cos")}})
+        if st.button("Open in the Reasoning page", key="cases_open_reasoning",
+                     icon=":material/psychology:"):
+            state["reasoning_sample"] = sample
+            st.switch_page("pages/6_Reasoning.py")
 
 
 def show_user(user: str, method: str | None, threshold: float) -> None:

@@ -7,14 +7,14 @@ The page asks one question above all: is alpha high where the teacher is right?
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from ui import variants
 from ui.figures import styled
+from ui.variants import method_config  # noqa: F401  (the page reads it from here)
 
 CELLS = {(False, False): "warm user · head item", (False, True): "warm user · long-tail item",
          (True, False): "cold user · head item", (True, True): "cold user · long-tail item"}
@@ -30,13 +30,6 @@ def teacher_label(teacher: str) -> str:
 
 def gated_methods(gates: pd.DataFrame) -> list[str]:
     return sorted(gates["method"].unique()) if "method" in gates else []
-
-
-def method_config(methods: pd.DataFrame, method: str) -> dict:
-    row = methods[methods["method"] == method]
-    if row.empty or not isinstance(row["config"].iloc[0], str):
-        return {}
-    return json.loads(row["config"].iloc[0])
 
 
 def gate_weights(config: dict) -> pd.DataFrame:
@@ -85,13 +78,8 @@ def pair_accuracy_by_alpha(pairs: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
 
 
 def variant_table(metrics: pd.DataFrame, method: str, metric: str = "auc") -> pd.DataFrame:
-    """The method's stored variants (rows) x segments (columns) of one metric, long form
-    with n so the page can format and flag it."""
-    names = {method: "gated"} | {f"{method}_{v}": v for v in VARIANT_ORDER if v != "gated"}
-    rows = metrics[metrics["method"].isin(names) & (metrics["metric"] == metric)].copy()
-    rows["variant"] = rows["method"].map(names)
-    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
-    return rows.sort_values(["variant"], key=lambda s: s.map(order))
+    """S-LLMR's stored variants x segments of one metric (see ui.variants)."""
+    return variants.variant_table(metrics, method, VARIANT_ORDER, "gated", metric)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -141,19 +129,7 @@ def pair_accuracy_figure(table: pd.DataFrame, overall: float) -> go.Figure:
 
 
 def variants_figure(rows: pd.DataFrame, segments: list[str]) -> go.Figure:
-    """One bar group per segment, one bar per variant."""
-    fig = go.Figure()
-    for variant, group in rows[rows["segment"].isin(segments)].groupby("variant", sort=False):
-        group = group.set_index("segment").reindex(segments)
-        fig.add_trace(go.Bar(x=segments, y=group["value"], name=variant,
-                             customdata=group["n"],
-                             hovertemplate="%{x}: %{y:.4f} (n=%{customdata:,})"
-                                           f"<extra>{variant}</extra>"))
-    fig.update_layout(barmode="group")
-    values = rows.loc[rows["segment"].isin(segments), "value"].dropna()
-    if len(values):
-        fig.update_yaxes(range=[max(0.0, values.min() - 0.02), min(1.0, values.max() + 0.02)])
-    return styled(fig, "S-LLMR variants per segment (test)", "", "AUC")
+    return variants.variants_figure(rows, segments, "S-LLMR variants per segment (test)")
 
 
 PAIR_COLUMNS = ["user", "item_i", "item_j", "kind_i", "kind_j", "s_llm_i", "s_llm_j",
