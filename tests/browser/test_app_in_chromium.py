@@ -76,6 +76,7 @@ READY = {  # an element each page shows only once its script has run
     "Case browser": '[data-testid="stTextInput"]',
     "Embedding maps": ".js-plotly-plot",
     "Gating": ".js-plotly-plot",
+    "Reasoning": ".js-plotly-plot",
 }
 
 
@@ -122,6 +123,7 @@ def test_every_page_renders_without_errors(server, page):
     open_page(page, f"{server}/Case_browser", "Case browser", "case_browser")
     open_page(page, f"{server}/Embedding_maps", "Embedding maps", "embedding_maps")
     open_page(page, f"{server}/Gating", "Gating", "gating")
+    open_page(page, f"{server}/Reasoning", "Reasoning", "reasoning")
 
 
 def test_router_slider_changes_the_metrics(server, page):
