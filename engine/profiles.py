@@ -81,7 +81,7 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile(
         name="demo",
         description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR and LLM-CF; "
-                    "~20 min on 2 CPU cores with native bf16, ~40 min without",
+                    "~25 min on 2 CPU cores with native bf16, ~45 min without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         # LoRA in the top 4 layers trains 2.3x more prompts per second on 2 cores and
@@ -93,10 +93,11 @@ PROFILES: dict[str, Profile] = {
             llm_lr=2e-3, llm_epochs=4, analyse_valid=200, analyse_test=500),
             # 40 users x 12 candidates: ~2.5 min of teacher scoring on 2 cores (shared prefix)
             _sllmr({"embed_dim": 16}, users=40, labelled=8, popular=2, long_tail=2),
-            # 128 explanations of up to 64 tokens: the LLM's part of LLM-CF, offline
-            _llmcf({"embed_dim": 16}, pool_size=128, cot_tokens=64)),
+            # 64 explanations of up to 48 tokens, 16 per batch: ~2 min of generation on 2
+            # cores without native bf16 (25 tokens/s; 128 x 64 took 7.5 min at batch 8)
+            _llmcf({"embed_dim": 16}, pool_size=64, cot_tokens=48, generation_batch=16)),
         maps=MapConfig(),
-        typical_seconds=2400.0,  # estimated for 2 cores without native bf16
+        typical_seconds=2700.0,  # estimated for 2 cores without native bf16
     ),
     "full": Profile(
         name="full",

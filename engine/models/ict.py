@@ -13,6 +13,7 @@ position's attention over each example, which the built-in layers do not return.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,27 +43,44 @@ class ICTConfig:
 @dataclass
 class ICTOutput:
     state: torch.Tensor  # (B, out_dim): the extra field
-    attention: torch.Tensor  # (B, K + 1): the final position's attention per example, self
+    # (B, K + 1): the final position's attention per example, then on itself (in eval mode;
+    # NaN while training, where the fused attention does not return it)
+    attention: torch.Tensor
     recon_cos: torch.Tensor | None  # (B, K): cos(reconstructed, true CoT embedding)
     valid: torch.Tensor  # (B, K) bool: which examples exist
 
 
 class CausalBlock(nn.Module):
-    """Pre-norm causal self-attention and feed-forward, returning the attention weights."""
+    """Pre-norm causal self-attention and feed-forward. Training runs the fused
+    scaled_dot_product_attention (measured 1.9x faster per step on 2 cores than
+    nn.MultiheadAttention with its weights); `need_weights` computes them explicitly for
+    the analysis."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
+        self.heads = heads
         self.norm1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
                                 nn.Linear(2 * width, width))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.norm1(x)
-        out, weights = self.attn(h, h, h, attn_mask=mask, need_weights=True,
-                                 average_attn_weights=True)
-        x = x + out
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, L, w); allowed (B, 1, L, L) bool: which keys each query may see."""
+        b, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads,
+                                               width // self.heads).permute(2, 0, 3, 1, 4)
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            out = attn @ v
+            weights = attn.mean(1)  # (B, L, L), averaged over heads
+        else:
+            out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        x = x + self.proj(out.transpose(1, 2).reshape(b, length, width))
         return x + self.ff(self.norm2(x)), weights
 
 
@@ -84,15 +102,21 @@ class ICT(nn.Module):
         self.out = nn.Linear(w, out_dim)
         self.reconstruct = nn.Linear(w, cot_dim) if config.use_cot else None
 
-    def forward(self, current: torch.Tensor, fields: torch.Tensor, cot: torch.Tensor,
-                label: torch.Tensor, valid: torch.Tensor) -> ICTOutput:
-        """current (B, F*D); fields (B, K, F*D); cot (B, K, C); label (B, K); valid (B, K)."""
-        b, k = valid.shape
-        parts = [self.features(fields)]
+    def forward(self, current: torch.Tensor, pool_fields: torch.Tensor,
+                pool_cot: torch.Tensor, pool_label: torch.Tensor, index: torch.Tensor,
+                valid: torch.Tensor) -> ICTOutput:
+        """current (B, F*D): the samples' fields; pool_fields (U, F*D), pool_cot (U, C),
+        pool_label (U,): the examples in play; index (B, K): each sample's examples (rows of
+        the pool arguments); valid (B, K): which exist. Each example's tokens are computed
+        once and gathered (a batch of 1,024 samples x 4 examples reads about 100 pool rows)."""
+        b, k = index.shape
+        parts = [self.features(pool_fields)]
         if self.cot is not None:
-            parts.append(self.cot(cot))
-        parts.append(self.label(label.long().clamp(0, 1)))
-        examples = torch.stack(parts, dim=2).reshape(b, k * self.per_example, self.config.width)
+            parts.append(self.cot(pool_cot))
+        parts.append(self.label(pool_label.long().clamp(0, 1)))
+        per_row = torch.stack(parts, dim=1)  # (U, per_example, w)
+        examples = per_row[index].reshape(b, k * self.per_example, self.config.width)
+        cot = pool_cot[index] if self.reconstruct is not None and k else None
         tokens = torch.cat([examples, self.features(current).unsqueeze(1)], dim=1)
         length = tokens.shape[1]
         tokens = tokens + self.position.weight[:length]
@@ -105,27 +129,28 @@ class ICT(nn.Module):
             return ICTOutput(self.out(self.norm(pooled)), self._per_example(attention, k),
                              None, valid)
         x, weights = tokens, None
-        mask = self._mask(token_valid)
-        for block in self.blocks:
-            x, weights = block(x, mask)
+        allowed = self._allowed(token_valid)
+        need = not self.training  # the analysis reads the attention; training does not
+        for n, block in enumerate(self.blocks):
+            x, weights = block(x, allowed, need and n == len(self.blocks) - 1)
         x = self.norm(x)
         recon = None
         if self.reconstruct is not None and k:
             # the feature token of example j predicts the next token: that example's CoT
             at_features = x[:, :k * self.per_example:self.per_example]  # (B, K, w)
             recon = nn.functional.cosine_similarity(self.reconstruct(at_features), cot, dim=-1)
-        return ICTOutput(self.out(x[:, -1]), self._per_example(weights[:, -1], k), recon, valid)
+        attention = self._per_example(weights[:, -1], k) if weights is not None else \
+            torch.full((b, k + 1), float("nan"))
+        return ICTOutput(self.out(x[:, -1]), attention, recon, valid)
 
-    def _mask(self, token_valid: torch.Tensor) -> torch.Tensor:
-        """(B * heads, L, L) additive mask: causal, absent examples hidden; each position
-        always sees itself, so no row is empty."""
-        b, length = token_valid.shape
-        causal = torch.ones(length, length, dtype=torch.bool, device=token_valid.device).tril()
-        allowed = causal & token_valid.unsqueeze(1)
-        allowed |= torch.eye(length, dtype=torch.bool, device=token_valid.device)
-        mask = torch.zeros(b, length, length, device=token_valid.device)
-        mask.masked_fill_(~allowed, float("-inf"))
-        return mask.repeat_interleave(self.config.heads, dim=0)
+    @staticmethod
+    def _allowed(token_valid: torch.Tensor) -> torch.Tensor:
+        """(B, 1, L, L): causal, absent examples hidden; each position always sees itself,
+        so no row is empty."""
+        length = token_valid.shape[1]
+        eye = torch.eye(length, dtype=torch.bool, device=token_valid.device)
+        allowed = eye.logical_not().tril() & token_valid.unsqueeze(1) | eye
+        return allowed.unsqueeze(1)
 
     def _per_example(self, attention: torch.Tensor, k: int) -> torch.Tensor:
         """(B, L) weights of the final position -> (B, K + 1): each example's tokens summed,
@@ -175,8 +200,9 @@ class InContextCRM(nn.Module):
         unique, inverse = torch.unique(idx, return_inverse=True)  # each pool row embedded once
         pool_batch = {key: getattr(self, f"pool_{key}").index_select(0, unique)
                       for key in self.pool_keys}
-        fields = self.crm.embedding.base_fields(pool_batch).flatten(1)[inverse]  # (B, K, F*D)
-        return self.ict(current, fields, self.pool_cot[idx], self.pool_label[idx], valid)
+        fields = self.crm.embedding.base_fields(pool_batch).flatten(1)  # (U, F*D)
+        return self.ict(current, fields, self.pool_cot[unique], self.pool_label[unique],
+                        inverse, valid)
 
     def auxiliary_loss(self) -> torch.Tensor:
         """1 - cos(reconstructed, true CoT embedding), mean over the last batch's examples."""

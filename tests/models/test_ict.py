@@ -49,17 +49,19 @@ def test_an_extra_field_of_the_wrong_shape_is_refused(tensors):
 
 
 def inputs(b: int, k: int, field_dim: int = 12, cot_dim: int = 6):
+    """Each sample with its own k examples: a pool of b * k rows, sample i reading rows
+    i*k .. i*k + k - 1."""
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(b, field_dim, generator=g), torch.randn(b, k, field_dim, generator=g),
-            torch.randn(b, k, cot_dim, generator=g), torch.randint(0, 2, (b, k), generator=g),
-            torch.ones(b, k, dtype=torch.bool))
+    return (torch.randn(b, field_dim, generator=g), torch.randn(b * k, field_dim, generator=g),
+            torch.randn(b * k, cot_dim, generator=g), torch.randint(0, 2, (b * k,), generator=g),
+            torch.arange(b * k).view(b, k), torch.ones(b, k, dtype=torch.bool))
 
 
 def test_k_zero_leaves_only_the_current_token():
     torch.manual_seed(0)
     ict = ICT(12, 6, 4, k=0).eval()
-    current, fields, cot, label, valid = inputs(3, 0)
-    out = ict(current, fields, cot, label, valid)
+    current, fields, cot, label, index, valid = inputs(3, 0)
+    out = ict(current, fields, cot, label, index, valid)
     assert out.state.shape == (3, 4) and out.attention.shape == (3, 1)
     torch.testing.assert_close(out.attention, torch.ones(3, 1))
     assert out.recon_cos is None or out.recon_cos.numel() == 0
@@ -68,29 +70,44 @@ def test_k_zero_leaves_only_the_current_token():
 def test_attention_covers_the_examples_and_absent_ones_get_none():
     torch.manual_seed(0)
     ict = ICT(12, 6, 4, k=4).eval()
-    current, fields, cot, label, valid = inputs(5, 4)
+    current, fields, cot, label, index, valid = inputs(5, 4)
     valid[:, 2:] = False
-    out = ict(current, fields, cot, label, valid)
+    out = ict(current, fields, cot, label, index, valid)
     assert out.attention.shape == (5, 5) and out.recon_cos.shape == (5, 4)
     torch.testing.assert_close(out.attention.sum(1), torch.ones(5))
     assert (out.attention[:, 2:4] == 0).all() and (out.attention[:, :2] > 0).all()
     # what an absent example holds cannot matter
+    absent = index[:, 2:].reshape(-1)
     fields2, cot2 = fields.clone(), cot.clone()
-    fields2[:, 2:] += 5
-    cot2[:, 2:] -= 3
-    torch.testing.assert_close(ict(current, fields2, cot2, label, valid).state, out.state)
+    fields2[absent] += 5
+    cot2[absent] -= 3
+    torch.testing.assert_close(ict(current, fields2, cot2, label, index, valid).state,
+                               out.state)
     # what a present one holds does
-    cot2[:, 0] += 1
-    assert not torch.allclose(ict(current, fields, cot2, label, valid).state, out.state)
+    cot2[index[:, 0]] += 1
+    assert not torch.allclose(ict(current, fields, cot2, label, index, valid).state, out.state)
+    # and gathering from a shared pool equals giving each sample its own copies
+    shared = ICT(12, 6, 4, k=2).eval()
+    pool = inputs(1, 3)
+    index2 = torch.tensor([[0, 2], [2, 1]])
+    own = torch.stack([pool[1][index2[i]] for i in range(2)]).reshape(4, 12)
+    own_cot = torch.stack([pool[2][index2[i]] for i in range(2)]).reshape(4, 6)
+    own_label = torch.stack([pool[3][index2[i]] for i in range(2)]).reshape(4)
+    cur = torch.randn(2, 12)
+    valid2 = torch.ones(2, 2, dtype=torch.bool)
+    torch.testing.assert_close(
+        shared(cur, pool[1], pool[2], pool[3], index2, valid2).state,
+        shared(cur, own, own_cot, own_label, torch.arange(4).view(2, 2), valid2).state)
 
 
 def test_without_cot_there_are_two_tokens_per_example_and_no_reconstruction():
     ict = ICT(12, 6, 4, k=2, config=ICTConfig(use_cot=False)).eval()
-    current, fields, cot, label, valid = inputs(2, 2)
-    out = ict(current, fields, cot, label, valid)
+    current, fields, cot, label, index, valid = inputs(2, 2)
+    out = ict(current, fields, cot, label, index, valid)
     assert ict.position.num_embeddings == 5 and out.recon_cos is None
     cot2 = cot + 10  # ignored
-    torch.testing.assert_close(ict(current, fields, cot2, label, valid).state, out.state)
+    torch.testing.assert_close(ict(current, fields, cot2, label, index, valid).state,
+                               out.state)
 
 
 def test_bad_ict_sizes_are_config_errors():
