@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.formatting import LOW_HELP, metric_cells, number
+from engine.formatting import number
 from ui import export, gating
 from ui.common import page_header, plain, require_run, require_table
 
@@ -79,17 +79,11 @@ with right:
 
 st.markdown("#### The variants per segment (test)")
 rows = gating.variant_table(data["metrics"], method)
-segments = ["all", "cold_user", "warm_user", "long_tail_item", "head_item"]
-export.chart(gating.variants_figure(rows, segments), "gating_variants")
-table = metric_cells(rows, "variant", "segment", "test").reindex(
-    columns=[s for s in segments if s in set(rows["segment"])])
-sizes = rows.groupby("segment")["n"].max()
-table.columns = [f"{c} (n={sizes[c]:,})" for c in table.columns]
-st.dataframe(table.reset_index(), hide_index=True, key="gating_variants_table")
-export.table_csv(table.reset_index(), f"{method}-variants")
-st.caption(f"AUC. none: the backbone alone; global: every pair at alpha = 1; pointwise: squared "
-           f"error to the teacher; kd: distilled from the teacher's probabilities; joint: the "
-           f"paper's jointly learned gate; gated: S-LLMR. {LOW_HELP}.")
+export.variants_panel(rows, gating.variants_figure, "gating_variants", method,
+                      "AUC. none: the backbone alone; global: every pair at alpha = 1; "
+                      "pointwise: squared error to the teacher; kd: distilled from the "
+                      "teacher's probabilities; joint: the paper's jointly learned gate; "
+                      "gated: S-LLMR.")
 
 st.markdown("#### Training log")
 curves = gating.training_curves(data["log"][data["log"]["method"] == method])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.formatting import LOW_HELP, metric_cells, number
+from engine.formatting import number
 from ui import export, reasoning
 from ui.common import page_header, plain, require_run, require_table
 from ui.variants import method_config
@@ -46,7 +46,8 @@ cols[1].metric("Explanations", f"{config.get('kept', len(cot)):,}",
                     "training samples (kept: quality above the configured minimum)")
 cols[2].metric("Tokens each", number(config.get("cot_mean_tokens"), digits=1),
                help=f"mean new tokens; cap {config.get('config', {}).get('cot_tokens', '?')}")
-cols[3].metric("Tokens/s", number(config.get("cot_tokens_per_s"), "all cached", digits=1),
+cols[3].metric("Tokens/s",
+               number(config.get("cot_tokens_per_s"), "all cached", digits=1),
                help="generation speed of this run (– when every text came from the cache)")
 cols[4].metric("Mean quality", number(config.get("cot_mean_quality")),
                help="mean of completeness, relevance, consistency and repetition (0–1)")
@@ -56,18 +57,11 @@ cols[5].metric("Examples per sample", f"{config.get('k', '?')}",
 
 st.markdown("#### LLM-CF and its ablations per segment (test)")
 rows = reasoning.variant_table(data["metrics"], method)
-segments = ["all", "cold_user", "warm_user", "long_tail_item", "head_item"]
-export.chart(reasoning.variants_figure(rows, segments), "reasoning_variants")
-table = metric_cells(rows, "variant", "segment", "test").reindex(
-    columns=[s for s in segments if s in set(rows["segment"])])
-sizes = rows.groupby("segment")["n"].max()
-table.columns = [f"{c} (n={sizes[c]:,})" for c in table.columns]
-st.dataframe(table.reset_index(), hide_index=True, key="reasoning_variants_table")
-export.table_csv(table.reset_index(), f"{method}-variants")
-st.caption(f"AUC. none: the backbone alone; kd: distilled from the LLM's P(yes) on the pool's "
-           f"samples; random: random examples instead of similar ones; mean_pool: examples "
-           f"averaged instead of read by the decoder; no_cot: features and labels without the "
-           f"explanations; llmcf: LLM-CF. {LOW_HELP}.")
+export.variants_panel(rows, reasoning.variants_figure, "reasoning_variants", method,
+                      "AUC. none: the backbone alone; kd: distilled from the LLM's P(yes) on "
+                      "the pool's samples; random: random examples instead of similar ones; "
+                      "mean_pool: examples averaged instead of read by the decoder; no_cot: "
+                      "features and labels without the explanations; llmcf: LLM-CF.")
 
 left, right = st.columns(2)
 with left:

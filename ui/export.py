@@ -124,3 +124,22 @@ def report_html(run_id: str, headline: pd.DataFrame, figures: dict[str, tuple[st
              "table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Duet {html.escape(run_id)}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+SEGMENTS = ["all", "cold_user", "warm_user", "long_tail_item", "head_item"]
+
+
+def variants_panel(rows: pd.DataFrame, figure: Callable[[pd.DataFrame, list[str]], go.Figure],
+                   key: str, method: str, caption: str) -> None:
+    """A hybrid's variants per segment: the grouped bars, the table (n per segment, ⚠ where
+    few) with its CSV, and what each variant is."""
+    from engine.formatting import LOW_HELP, metric_cells
+
+    chart(figure(rows, SEGMENTS), key)
+    table = metric_cells(rows, "variant", "segment", "test").reindex(
+        columns=[s for s in SEGMENTS if s in set(rows["segment"])])
+    sizes = rows.groupby("segment")["n"].max()
+    table.columns = [f"{c} (n={sizes[c]:,})" for c in table.columns]
+    st.dataframe(table.reset_index(), hide_index=True, key=f"{key}_table")
+    table_csv(table.reset_index(), f"{method}-variants")
+    st.caption(f"{caption} {LOW_HELP}.")

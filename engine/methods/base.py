@@ -82,6 +82,62 @@ class Method(ABC):
         return [self.result()]
 
 
+@dataclass
+class VariantRun:
+    """One trained CRM variant of a hybrid: its probabilities per split and costs, and its
+    per-epoch log in long form (stage = the variant)."""
+
+    probs: dict[str, np.ndarray]
+    seconds: float
+    best_epoch: int
+    infer_ms_per_1k: float
+    log: pd.DataFrame
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"probs": self.probs, "seconds": self.seconds, "best_epoch": self.best_epoch,
+                "infer_ms_per_1k": self.infer_ms_per_1k}
+
+
+def train_variant(model: torch.nn.Module, task: CTRTask, train: Any, tensors: Any,
+                  name: str, variant: str, regulariser: Any = None) -> VariantRun:
+    """Train `model` (seeded by the caller) on the task and score the valid and test splits,
+    timing the scoring for the cost table."""
+    import time
+
+    from engine.models.trainer import fit, predict
+
+    run = fit(model, task, train, name=f"{name}:{variant}", tensors=tensors,
+              regulariser=regulariser)
+    probs, infer = {}, 0.0
+    for split in EVAL_SPLITS:
+        t0 = time.perf_counter()
+        probs[split] = predict(model, tensors, task.index(split))
+        infer += time.perf_counter() - t0
+    n = sum(len(p) for p in probs.values())
+    log = pd.DataFrame(run.log).melt(id_vars=["epoch"], var_name="metric", value_name="value")
+    log.insert(0, "stage", variant)
+    return VariantRun(probs, run.seconds, run.best_epoch, 1e6 * infer / max(n, 1), log)
+
+
+def run_llm(choice: str, artifacts: dict[str, Any], config: Any, method: str,
+            role: str) -> tuple[Any, str]:
+    """The LLM a method uses as teacher or writer, and a line saying which: choice
+    "adapter" is the LoRA adapter an earlier method of the run trained (no second
+    training), "base" the base model, "auto" the adapter when the run has one."""
+    from engine.errors import ConfigError
+    from engine.models.llm import LLM
+
+    adapter = artifacts.get("llm_adapter")
+    if choice == "adapter" or (choice == "auto" and adapter):
+        if adapter is None:
+            raise ConfigError(f"{method}: {role}='adapter' needs the LLM adapter an earlier "
+                              "method of the run trains (corella)")
+        return adapter.load(), f"{adapter.source}'s LoRA adapter"
+    llm = LLM(config)
+    llm.for_inference()
+    return llm, config.model
+
+
 def plain_config(value: Any) -> Any:
     """A config (asdict) as JSON-friendly values (tuples -> lists)."""
     if isinstance(value, dict):

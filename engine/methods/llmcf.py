@@ -25,7 +25,14 @@ from torch import nn
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
-from engine.methods.base import EVAL_SPLITS, Method, MethodResult, plain_config
+from engine.methods.base import (
+    EVAL_SPLITS,
+    Method,
+    MethodResult,
+    plain_config,
+    run_llm,
+    train_variant,
+)
 from engine.models import build_crm, crm_config, widen_from
 from engine.models.cot_quality import quality_parts
 from engine.models.generation import (
@@ -37,7 +44,7 @@ from engine.models.generation import (
 from engine.models.ict import ICT, ICTConfig, InContextCRM
 from engine.models.llm import LLM, LLMConfig
 from engine.models.regularisers import AuxiliaryLoss, TeacherPoints
-from engine.models.trainer import TaskTensors, TrainConfig, fit, predict
+from engine.models.trainer import TaskTensors, TrainConfig
 
 WRITERS = ("base", "adapter", "auto")
 VARIANTS = ("no_cot", "mean_pool", "random", "kd")  # besides the headline and "none"
@@ -286,16 +293,9 @@ class LLMCF(Method):
                               else float("nan"))
 
     def _writer_llm(self) -> LLM:
-        adapter = getattr(self, "artifacts_in_", {}).get("llm_adapter")
-        if self.config.writer == "adapter" or (self.config.writer == "auto" and adapter):
-            if adapter is None:
-                raise ConfigError(f"{self.name}: writer='adapter' needs the LLM adapter an "
-                                  "earlier method of the run trains (corella)")
-            self.writer_source_ = f"{adapter.source}'s LoRA adapter"
-            return adapter.load()
-        llm = LLM(self.config.llm)
-        llm.for_inference()
-        self.writer_source_ = f"{self.config.llm.model}"
+        llm, self.writer_source_ = run_llm(self.config.writer,
+                                           getattr(self, "artifacts_in_", {}),
+                                           self.config.llm, self.name, "writer")
         return llm
 
     def _retrieve(self, task: CTRTask, random_seed: int | None = None) -> Retrieved:
@@ -360,21 +360,11 @@ class LLMCF(Method):
 
     def _fit(self, variant: str, model: nn.Module, regulariser: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
-        run = fit(model, self.task_, self.train, name=f"{self.name}:{variant}",
-                  tensors=self.tensors_, regulariser=regulariser)
-        probs, infer = {}, 0.0
-        for split in EVAL_SPLITS:
-            t1 = time.perf_counter()
-            probs[split] = predict(model, self.tensors_, self.task_.index(split))
-            infer += time.perf_counter() - t1
-        n = sum(len(self.task_.index(s)) for s in EVAL_SPLITS)
-        seconds = time.perf_counter() - t0
-        self.stage_seconds_[f"train {variant}"] = seconds
-        log = pd.DataFrame(run.log).melt(id_vars=["epoch"], var_name="metric", value_name="value")
-        log.insert(0, "stage", variant)
-        self.log_.append(log)
-        return {"probs": probs, "seconds": seconds, "best_epoch": run.best_epoch,
-                "infer_ms_per_1k": 1000 * infer / max(n, 1) * 1000}
+        run = train_variant(model, self.task_, self.train, self.tensors_, self.name, variant,
+                            regulariser)
+        self.stage_seconds_[f"train {variant}"] = time.perf_counter() - t0
+        self.log_.append(run.log)
+        return run.as_dict()
 
     # --- analysis -------------------------------------------------------------------------
     @torch.no_grad()

@@ -40,13 +40,20 @@ from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
-from engine.methods.base import EVAL_SPLITS, Method, MethodResult, plain_config
+from engine.methods.base import (
+    EVAL_SPLITS,
+    Method,
+    MethodResult,
+    plain_config,
+    run_llm,
+    train_variant,
+)
 from engine.metrics import auc
 from engine.models import build_crm, crm_config
 from engine.models.generation import DiskCache
 from engine.models.llm import LLM, LLMConfig
 from engine.models.regularisers import TeacherPoints
-from engine.models.trainer import TaskTensors, TrainConfig, TrainResult, fit, predict
+from engine.models.trainer import TaskTensors, TrainConfig
 from engine.routing import binary_entropy
 
 GATES = ("reliability", "joint")
@@ -267,21 +274,11 @@ class SLLMR(Method):
         t0 = time.perf_counter()
         torch.manual_seed(self.train.seed)
         model = build_crm(self.config.backbone, self.task_.schema, self.model_config)
-        run: TrainResult = fit(model, self.task_, self.train, name=f"{self.name}:{variant}",
-                               tensors=self.tensors_, regulariser=regulariser)
-        probs, infer = {}, 0.0
-        for split in EVAL_SPLITS:
-            t1 = time.perf_counter()
-            probs[split] = predict(model, self.tensors_, self.task_.index(split))
-            infer += time.perf_counter() - t1
-        n = sum(len(p) for p in probs.values())
-        log = pd.DataFrame(run.log).melt(id_vars=["epoch"], var_name="metric",
-                                         value_name="value")
-        log.insert(0, "stage", variant)
-        self.log_.append(log)
+        run = train_variant(model, self.task_, self.train, self.tensors_, self.name, variant,
+                            regulariser)
+        self.log_.append(run.log)
         self.stage_seconds_[f"train: {variant}"] = time.perf_counter() - t0
-        return model, {"probs": probs, "seconds": run.seconds, "best_epoch": run.best_epoch,
-                       "infer_ms_per_1k": 1e6 * infer / max(n, 1)}
+        return model, run.as_dict()
 
     def _train_variants(self) -> None:
         """The gated headline, then the configured variants, each from the backbone's seed."""
@@ -399,16 +396,9 @@ class SLLMR(Method):
         return out
 
     def _teacher_llm(self) -> LLM:
-        adapter = getattr(self, "artifacts_in_", {}).get("llm_adapter")
-        if self.config.teacher == "adapter" or (self.config.teacher == "auto" and adapter):
-            if adapter is None:
-                raise ConfigError(f"{self.name}: teacher='adapter' needs the LLM adapter an "
-                                  "earlier method of the run trains (corella)")
-            self.teacher_source_ = f"{adapter.source}'s LoRA adapter"
-            return adapter.load()
-        llm = LLM(self.config.llm)
-        llm.for_inference()
-        self.teacher_source_ = f"{self.config.llm.model} zero-shot"
+        llm, source = run_llm(self.config.teacher, getattr(self, "artifacts_in_", {}),
+                              self.config.llm, self.name, "teacher")
+        self.teacher_source_ = source if source.endswith("adapter") else f"{source} zero-shot"
         return llm
 
     @staticmethod
