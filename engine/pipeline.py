@@ -103,7 +103,7 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], c
     # item text vectors, once per run: ReLLa's prompt retrieval and LLM-CF's example
     # retrieval read them, and the maps' semantic space reuses them
     if profile.task.prompt_history_order == "similar" or any(
-            getattr(m, "uses_item_vectors", False) for m in methods):
+            m.uses_item_vectors for m in methods):
         from engine.models.encoder import Encoder
 
         task.use_item_vectors(Encoder().encode(task.items["text"].tolist(), progress=True))

@@ -66,7 +66,7 @@ SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; ~40 s",
+        description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; ~2.5 min",
         task=TaskConfig(max_users=60, prompt_history=5),
         train=TrainConfig(batch_size=256, max_epochs=2, patience=1),
         methods=_crms(SMOKE_CRM, ("dcnv2", "deepfm")) + (_corella(
@@ -76,7 +76,7 @@ PROFILES: dict[str, Profile] = {
                    pairs_per_user=6, mc_passes=4),
             _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24)),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
-        typical_seconds=90.0,
+        typical_seconds=150.0,
     ),
     "demo": Profile(
         name="demo",

@@ -38,22 +38,24 @@ config = method_config(data["methods"], method)
 cot = data["cot"][data["cot"]["method"] == method] if "method" in data["cot"] else data["cot"]
 neighbours = data["neighbours"][data["neighbours"]["method"] == method]
 
-cols = st.columns(6)
-cols[0].metric("Writer", plain(config.get("writer", "?")),
-               help="the LLM that wrote the explanations (base model, or the run's adapter)")
-cols[1].metric("Explanations", f"{config.get('kept', len(cot)):,}",
+speed = config.get("cot_tokens_per_s")
+cols = st.columns(5)
+cols[0].metric("Explanations", f"{config.get('kept', len(cot)):,}",
                help=f"of {config.get('pool', len(cot)):,} written for a label-balanced pool of "
                     "training samples (kept: quality above the configured minimum)")
-cols[2].metric("Tokens each", number(config.get("cot_mean_tokens"), digits=1),
+cols[1].metric("Tokens each", number(config.get("cot_mean_tokens"), digits=1),
                help=f"mean new tokens; cap {config.get('config', {}).get('cot_tokens', '?')}")
-cols[3].metric("Tokens/s",
-               number(config.get("cot_tokens_per_s"), "all cached", digits=1),
-               help="generation speed of this run (– when every text came from the cache)")
-cols[4].metric("Mean quality", number(config.get("cot_mean_quality")),
+cols[2].metric("Tokens/s", "cached" if speed is None or speed != speed else f"{speed:.1f}",
+               help="generation speed of this run (cached: every text came from the cache)")
+cols[3].metric("Mean quality", number(config.get("cot_mean_quality")),
                help="mean of completeness, relevance, consistency and repetition (0–1)")
-cols[5].metric("Examples per sample", f"{config.get('k', '?')}",
+cols[4].metric("Examples per sample", f"{config.get('k', '?')}",
                help="K: half clicked, half not; never the sample itself nor a later sample "
                     "of the same user")
+offline = number(config.get("offline_seconds"), digits=0)
+st.caption(f"Written by **{plain(config.get('writer', '?'))}** (the base model, or the run's "
+           f"LoRA adapter), greedy, in its chat template; {offline} s offline (cached texts "
+           "cost nothing).")
 
 st.markdown("#### LLM-CF and its ablations per segment (test)")
 rows = reasoning.variant_table(data["metrics"], method)

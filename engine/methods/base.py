@@ -58,6 +58,8 @@ class Method(ABC):
     # what a method hands to the methods after it in the same run (CoReLLa's trained LLM
     # adapter, which S-LLMR's teacher can use instead of training another)
     provides: tuple[str, ...] = ()
+    # whether fit reads task.item_vectors (the pipeline then embeds the item texts once)
+    uses_item_vectors: bool = False
 
     def needs(self) -> tuple[str, ...]:
         """Artifacts this method (with its configuration) takes from earlier methods."""
