@@ -82,6 +82,7 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
     print(f"[{order}] frozen states of {len(lower)} evaluation prompts: "
           f"{duration(time.perf_counter() - t0)}", flush=True)
     out = []
+    train_lower: dict[int, torch.Tensor] = {}  # nested sets: each prompt's frozen states once
     for n, lr in ((n, float(lr)) for n in sizes for lr in args.lr.split(",")):
         torch.manual_seed(0)
         llm = LLM(LLMConfig(score_dtype="float32"))
@@ -100,7 +101,7 @@ def curve(task: CTRTask, order: str, sizes: list[int], args) -> list[tuple]:
                       " left", flush=True)
 
         train_adapter(llm, seqs, task.labels[train[:n]], cfg, desc=f"{order} {n}",
-                      on_step=progress)
+                      on_step=progress, lower=train_lower)
         seconds = time.perf_counter() - t0
         scores = {split: llm.score_above(texts, split_layer, lower)[0]
                   for split, texts in prompts.items()}

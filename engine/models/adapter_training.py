@@ -55,18 +55,23 @@ def batches(lengths: np.ndarray, size: int, epoch: int, seed: int, length_sorted
 
 def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: AdapterTraining,
                   desc: str = "LLM adapter",
-                  on_step: Callable[[int, float], None] | None = None) -> list[float]:
+                  on_step: Callable[[int, float], None] | None = None,
+                  lower: dict[int, torch.Tensor] | None = None) -> list[float]:
     """Train `llm`'s LoRA (added with add_lora(top_layers=cfg.top_layers)) on token ids and
-    0/1 labels with BCE on the yes/no answer; returns the loss per step."""
+    0/1 labels with BCE on the yes/no answer; returns the loss per step.
+
+    `lower` (index in `seqs` -> frozen layers' states) is a cache the caller may share
+    between trainings on the same prompts with the same frozen layers (the learning curve's
+    nested prompt sets); it is filled as prompts are seen and always used."""
     if llm.frozen_below != (llm.n_layers - cfg.top_layers if cfg.top_layers else 0):
         raise ConfigError(f"the LLM's LoRA layers do not match top_layers={cfg.top_layers}: "
                           "add_lora(top_layers=...) with the same value")
     targets = torch.as_tensor(np.asarray(labels, dtype=np.float32))
     lengths = np.array([len(s) for s in seqs])
     bytes_per_token = llm.hidden_size * 4
-    cache = (cfg.top_layers > 0 and cfg.epochs > 1
-             and lengths.sum() * bytes_per_token <= cfg.cache_mb * 2**20)
-    lower: dict[int, torch.Tensor] = {}
+    cache = cfg.top_layers > 0 and (lower is not None or (
+        cfg.epochs > 1 and lengths.sum() * bytes_per_token <= cfg.cache_mb * 2**20))
+    lower = {} if lower is None else lower
     optimiser = torch.optim.AdamW([p for p in llm.model.parameters() if p.requires_grad],
                                   lr=cfg.lr)
     llm.model.train()

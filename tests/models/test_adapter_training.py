@@ -65,6 +65,26 @@ def test_states_computed_once_train_exactly_as_recomputed(tiny_llama_dir):
     assert np.mean(cached[-3:]) < np.mean(cached[:3])  # it learns
 
 
+def test_a_shared_cache_serves_a_second_training_without_recomputing(tiny_llama_dir):
+    """The learning curve's nested prompt sets: a second adapter trained on the same prompts
+    reads the first one's frozen states and trains exactly as with its own."""
+    shared: dict = {}
+    runs = []
+    for lower in (shared, shared, None):
+        llm = lora_llm(tiny_llama_dir, top_layers=1)
+        calls = []
+        real = llm.lower_states
+        llm.lower_states = (lambda seqs, real=real, calls=calls:
+                            calls.append(len(seqs)) or real(seqs))
+        cfg = AdapterTraining(lr=1e-2, batch_size=2, epochs=1, top_layers=1)
+        runs.append((train_adapter(llm, llm.tokenize(PROMPTS), LABELS, cfg, lower=lower),
+                     sum(calls)))
+    assert [n for _, n in runs] == [len(PROMPTS), 0, 0]  # the third: no cache, one pass
+    assert len(shared) == len(PROMPTS)
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(runs[2][0], runs[0][0], rtol=0, atol=1e-6)
+
+
 def test_all_layers_and_random_batches_are_todays_path(tiny_llama_dir):
     """top_layers=0, length_sorted=False: the loop CoReLLa ran before, step for step."""
     llm = lora_llm(tiny_llama_dir, top_layers=0)
