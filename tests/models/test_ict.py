@@ -115,3 +115,36 @@ def test_bad_ict_sizes_are_config_errors():
         ICTConfig(pooling="max")
     with pytest.raises(ConfigError, match="width must divide"):
         ICTConfig(width=30, heads=4)
+
+
+@pytest.mark.parametrize("use_cot", [True, False])
+def test_the_last_block_reads_only_the_positions_it_needs_and_computes_what_the_full_one_does(
+        use_cot):
+    """The last block's queries at the read positions equal the full block's outputs there,
+    and the reconstruction cosine computed in the decoder's width equals the C-wide one."""
+    torch.manual_seed(0)
+    ict = ICT(12, 6, 8, 3, ICTConfig(width=16, layers=2, heads=2, use_cot=use_cot)).train()
+    current, fields, cot, label, index, valid = inputs(5, 3)
+    valid[1, 2] = False
+    out = ict(current, fields, cot, label, index, valid)
+    # the reference: both blocks over every position, then the positions read
+    per = ict.per_example
+    parts = [ict.features(fields)] + ([ict.cot(cot)] if use_cot else []) + [ict.label(label)]
+    tokens = torch.cat([torch.stack(parts, 1)[index].reshape(5, 3 * per, 16),
+                        ict.features(current).unsqueeze(1)], 1)
+    tokens = tokens + ict.position.weight[:tokens.shape[1]]
+    token_valid = torch.cat([valid.repeat_interleave(per, 1), torch.ones(5, 1, dtype=bool)], 1)
+    x = tokens
+    for block in ict.blocks:
+        x, _ = block(x, ict._allowed(token_valid))
+    x = ict.norm(x)
+    torch.testing.assert_close(out.state, ict.out(x[:, -1]), rtol=0, atol=1e-5)
+    if use_cot:
+        full = torch.nn.functional.cosine_similarity(ict.reconstruct(x[:, :3 * per:per]),
+                                                     cot[index], dim=-1)
+        torch.testing.assert_close(out.recon_cos, full, rtol=0, atol=1e-5)
+    else:
+        assert out.recon_cos is None
+    ict.eval()  # the analysis path (explicit attention weights) reads the same positions
+    torch.testing.assert_close(ict(current, fields, cot, label, index, valid).state,
+                               out.state, rtol=0, atol=1e-5)
