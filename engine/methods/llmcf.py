@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 import pandas as pd
 import torch
+from scipy import sparse
 from torch import nn
 
 from engine.data.task import CTRTask
