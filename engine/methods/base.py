@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,15 @@ def run_llm(choice: str, artifacts: dict[str, Any], config: Any, method: str,
     llm = LLM(config)
     llm.for_inference()
     return llm, config.model
+
+
+def crm_key(model: str, model_config: Any, train: Any) -> str:
+    """The artifact name under which a plain CRM method shares its trained run: a hybrid
+    whose backbone has the same model, options and training config (hence the same seed and
+    init) reads it instead of training the same network again; the probabilities are the
+    same bit for bit (tested)."""
+    return "crm_run:" + json.dumps([model, plain_config(asdict(model_config)),
+                                    plain_config(asdict(train))], sort_keys=True, default=str)
 
 
 def plain_config(value: Any) -> Any:

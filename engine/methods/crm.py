@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from engine.data.task import CTRTask
-from engine.methods.base import EVAL_SPLITS, Method, MethodResult
+from engine.methods.base import EVAL_SPLITS, Method, MethodResult, VariantRun, crm_key
 from engine.models import build_crm, crm_config
 from engine.models.trainer import TaskTensors, TrainConfig, TrainResult, fit, predict
 
@@ -43,6 +43,13 @@ class CRMMethod(Method):
         n_eval = sum(len(p) for p in self.probs_.values())
         self.infer_ms_per_1k_ = 1e6 * infer_seconds / max(n_eval, 1)
         return self
+
+    def artifacts(self) -> dict[str, Any]:
+        """This trained run, for a later hybrid whose backbone is the same network."""
+        r = self.train_result_
+        log = pd.DataFrame(r.log).melt(id_vars=["epoch"], var_name="metric", value_name="value")
+        return {crm_key(self.model, self.model_config, self.train): VariantRun(
+            self.probs_, r.seconds, r.best_epoch, self.infer_ms_per_1k_, log)}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return predict(self.model_, self.tensors_, rows, self.train.eval_batch_size)

@@ -30,6 +30,7 @@ from engine.methods.base import (
     EVAL_SPLITS,
     Method,
     MethodResult,
+    crm_key,
     plain_config,
     run_llm,
     train_variant,
@@ -207,7 +208,7 @@ class LLMCF(Method):
         self.tensors_ = TaskTensors(task)
         self.query_side_: Side | None = None
         self.results_: dict[str, dict[str, Any]] = {}
-        self.results_["none"] = self._train_plain("none", None)
+        self.results_["none"] = self._backbone()
         t0 = time.perf_counter()
         self.pool_ = self.choose_pool(task)
         self._write_cots(task)
@@ -316,6 +317,17 @@ class LLMCF(Method):
         return found
 
     # --- training -------------------------------------------------------------------------
+    def _backbone(self) -> dict[str, Any]:
+        """The backbone alone: the run's own CRM of the same configuration when an earlier
+        method trained it (no second training), else trained here."""
+        shared = getattr(self, "artifacts_in_", {}).get(
+            crm_key(self.config.backbone, self.model_config, self.train))
+        if shared is None:
+            return self._train_plain("none", None)
+        self.stage_seconds_["train none: the run's own backbone, reused"] = 0.0
+        self.log_.append(shared.log.assign(stage="none")[["stage", *shared.log.columns]])
+        return shared.as_dict()
+
     def _train_plain(self, variant: str, regulariser: Any) -> dict[str, Any]:
         torch.manual_seed(self.train.seed)
         model = build_crm(self.config.backbone, self.task_.schema, self.model_config)

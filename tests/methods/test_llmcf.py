@@ -160,6 +160,28 @@ def test_results_store_the_pool_the_neighbours_and_every_variant(fitted, task):
     assert set(neighbours["cot_id"]) <= set(cot["cot_id"])
 
 
+def test_the_backbone_is_the_runs_own_crm_when_one_was_trained(fitted, task):
+    """A plain CRM of the same configuration trains to the same numbers bit for bit, which
+    is what makes reading it instead of training again exact; another configuration is not
+    read."""
+    from engine.methods.base import crm_key
+    from engine.methods.crm import CRMMethod
+
+    crm = CRMMethod("dcnv2", "dcnv2", CRM, TRAIN).fit(task)
+    for split in ("valid", "test"):
+        np.testing.assert_array_equal(fitted.results_["none"]["probs"][split],
+                                      crm.probs_[split])
+    method = LLMCF("llmcf", fitted.config, TRAIN, writer_fn=planted)
+    method.stage_seconds_, method.log_ = {}, []
+    method.use_artifacts(crm.artifacts())
+    reused = method._backbone()
+    assert reused["probs"] is crm.probs_
+    assert list(method.stage_seconds_) == ["train none: the run's own backbone, reused"]
+    assert set(method.log_[0]["stage"]) == {"none"}
+    other = LLMCF("llmcf", fitted.config, dataclasses.replace(TRAIN, seed=1))
+    assert crm_key("dcnv2", other.model_config, other.train) not in crm.artifacts()
+
+
 def test_smoke_run_stores_llmcf_end_to_end(smoke_store):
     from engine.store import open_run
 
@@ -178,6 +200,6 @@ def check_smoke_llmcf(reader) -> None:
     assert set(neighbours["cot_id"]) <= set(cot["cot_id"])
     # the backbone variant is the run's plain DCNv2: same seed, same init, same numbers
     wide = reader.predictions("test")
-    np.testing.assert_array_equal(wide["llmcf_none"], wide["dcnv2"])
+    np.testing.assert_array_equal(wide["llmcf_none"], wide["dcnv2"])  # read, not retrained
     config = reader.methods().set_index("method").loc["llmcf", "config"]
     assert '"writer": "smollm2-135m"' in config
