@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.errors import ConfigError
 from engine.methods.base import Method, MethodResult
+from engine.methods.cora import CoRA
 from engine.methods.corella import CoReLLa
 from engine.methods.crm import CRMMethod
 from engine.methods.llmcf import LLMCF
@@ -18,6 +19,7 @@ METHOD_REGISTRY: dict[str, type[Method]] = {
     "corella": CoReLLa,
     "sllmr": SLLMR,
     "llmcf": LLMCF,
+    "cora": CoRA,
 }
 
 
@@ -28,4 +30,4 @@ def method_class(kind: str) -> type[Method]:
 
 
 __all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "CoReLLa", "SLLMR", "LLMCF",
-           "method_class"]
+           "CoRA", "method_class"]

@@ -95,6 +95,7 @@ class VariantRun:
     best_epoch: int
     infer_ms_per_1k: float
     log: pd.DataFrame
+    model: Any = None  # the trained network, where a later method reads its weights
 
     def as_dict(self) -> dict[str, Any]:
         return {"probs": self.probs, "seconds": self.seconds, "best_epoch": self.best_epoch,
@@ -139,6 +140,37 @@ def run_llm(choice: str, artifacts: dict[str, Any], config: Any, method: str,
     llm = LLM(config)
     llm.for_inference()
     return llm, config.model
+
+
+def analysed_rows(task: CTRTask, valid: int, test: int, seed: int) -> dict[str, np.ndarray]:
+    """A seeded random subset of each eval split, where the LLM is the costly part. The LLM
+    methods draw it alike, so with the same sizes and seed they analyse the same samples
+    (and may share the frozen layers' states of their prompts)."""
+    rng = np.random.default_rng(seed + 1)
+    caps = {"valid": valid, "test": test}
+    out = {}
+    for split in EVAL_SPLITS:
+        rows = task.index(split)
+        if caps[split] < len(rows):
+            rows = np.sort(rng.choice(rows, size=caps[split], replace=False))
+        out[split] = rows
+    return out
+
+
+@dataclass
+class LowerStates:
+    """The frozen lower layers' states of prompts (prompt -> (T, H) entering layer `split`),
+    which one LLM method of a run computed and a later one with the same base model reuses:
+    only their top layers differ."""
+
+    model: str
+    split: int
+    states: dict[str, torch.Tensor]
+
+    def usable(self, model: str, split: int, dtype: torch.dtype) -> bool:
+        first = next(iter(self.states.values()), None)
+        return (self.model == model and self.split == split and first is not None
+                and first.dtype == dtype)
 
 
 def crm_key(model: str, model_config: Any, train: Any) -> str:

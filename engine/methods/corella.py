@@ -26,7 +26,14 @@ from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
-from engine.methods.base import EVAL_SPLITS, Method, MethodResult, plain_config
+from engine.methods.base import (
+    EVAL_SPLITS,
+    LowerStates,
+    Method,
+    MethodResult,
+    analysed_rows,
+    plain_config,
+)
 from engine.methods.crm import CRMMethod
 from engine.metrics import auc
 from engine.models.adapter_training import AdapterTraining, train_adapter
@@ -146,7 +153,6 @@ class CoReLLa(Method):
         if cfg.ablation:
             self._fit_independent(task)
         self._fit_joint(task)
-        self.lower_ = {}
         return self
 
     def _subsets(self, task: CTRTask) -> tuple[np.ndarray, np.ndarray]:
@@ -159,16 +165,8 @@ class CoReLLa(Method):
         return np.sort(train[:n2]), np.sort(train[n2:n2 + n3])
 
     def _analysed_rows(self, task: CTRTask) -> dict[str, np.ndarray]:
-        """A seeded random subset of each eval split (the LLM is the costly part)."""
-        rng = np.random.default_rng(self.config.seed + 1)
-        caps = {"valid": self.config.analyse_valid, "test": self.config.analyse_test}
-        out = {}
-        for split in EVAL_SPLITS:
-            rows = task.index(split)
-            if caps[split] < len(rows):
-                rows = np.sort(rng.choice(rows, size=caps[split], replace=False))
-            out[split] = rows
-        return out
+        cfg = self.config
+        return analysed_rows(task, cfg.analyse_valid, cfg.analyse_test, cfg.seed)
 
     def _new_llm(self) -> LLM:
         torch.manual_seed(self.config.seed)
@@ -363,9 +361,14 @@ class CoReLLa(Method):
     def artifacts(self) -> dict[str, Any]:
         """Its final LLM's adapter (after stage 3), for the later methods of the run."""
         cfg = self.config
-        return {"llm_adapter": LLMAdapter(cfg.llm, cfg.lora_r, cfg.lora_alpha,
-                                          self.llm_.lora_state(), self.name,
-                                          cfg.lora_top_layers)}
+        shared = {"llm_adapter": LLMAdapter(cfg.llm, cfg.lora_r, cfg.lora_alpha,
+                                            self.llm_.lora_state(), self.name,
+                                            cfg.lora_top_layers)}
+        if self.lower_:  # the analysed prompts' frozen states, handed over (not kept twice)
+            shared["llm_lower_states"] = LowerStates(cfg.llm.model, self.split_layer_,
+                                                     self.lower_)
+            self.lower_ = {}
+        return shared
 
     def results(self) -> list[MethodResult]:
         cfg = self.config

@@ -49,7 +49,7 @@ class CRMMethod(Method):
         r = self.train_result_
         log = pd.DataFrame(r.log).melt(id_vars=["epoch"], var_name="metric", value_name="value")
         return {crm_key(self.model, self.model_config, self.train): VariantRun(
-            self.probs_, r.seconds, r.best_epoch, self.infer_ms_per_1k_, log)}
+            self.probs_, r.seconds, r.best_epoch, self.infer_ms_per_1k_, log, self.model_)}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return predict(self.model_, self.tensors_, rows, self.train.eval_batch_size)
