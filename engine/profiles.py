@@ -11,9 +11,11 @@ from typing import Any
 from engine.data.task import TaskConfig
 from engine.errors import ConfigError
 from engine.maps import MapConfig
+from engine.methods.cora import CoRAConfig
 from engine.methods.corella import CoReLLaConfig
 from engine.methods.llmcf import LLMCFConfig
 from engine.methods.sllmr import SLLMRConfig
+from engine.models.collab_weights import CollabConfig
 from engine.models.llm import LLMConfig
 from engine.models.trainer import TrainConfig
 from engine.options import override
@@ -61,6 +63,11 @@ def _llmcf(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
                       {"config": LLMCFConfig(crm_options=crm_options, **config)})
 
 
+def _cora(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
+    return MethodSpec("cora", "cora",
+                      {"config": CoRAConfig(crm_options=crm_options, **config)})
+
+
 SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 
 PROFILES: dict[str, Profile] = {
@@ -74,7 +81,13 @@ PROFILES: dict[str, Profile] = {
             answers=2, lora_top_layers=4, llm=LLMConfig(batch_size=8, max_length=256)),
             _sllmr(SMOKE_CRM, users=8, labelled=4, popular=1, long_tail=1,
                    pairs_per_user=6, mc_passes=4),
-            _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24)),
+            _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24),
+            # after CoReLLa with the same analysed samples, top layers and LLM settings: the
+            # frozen layers' states of the analysed prompts are CoReLLa's
+            _cora(SMOKE_CRM, mf_dim=8, train_samples=8, epochs=1, analyse_valid=16,
+                  analyse_test=32, llm=LLMConfig(batch_size=8, max_length=256,
+                                                 score_dtype="float32"),
+                  collab=CollabConfig(top_layers=4))),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
         typical_seconds=150.0,
     ),
@@ -95,7 +108,11 @@ PROFILES: dict[str, Profile] = {
             _sllmr({"embed_dim": 16}, users=40, labelled=8, popular=2, long_tail=2),
             # 64 explanations of up to 48 tokens, 16 per batch: ~2 min of generation on 2
             # cores without native bf16 (25 tokens/s; 128 x 64 took 7.5 min at batch 8)
-            _llmcf({"embed_dim": 16}, pool_size=64, cot_tokens=48, generation_batch=16)),
+            _llmcf({"embed_dim": 16}, pool_size=64, cot_tokens=48, generation_batch=16),
+            # generated weights in the top 4 layers, as CoReLLa's LoRA: its frozen states of
+            # the 700 analysed prompts are reused, so CoRA runs only the top layers on them
+            _cora({"embed_dim": 16}, train_samples=128, epochs=2,
+                  collab=CollabConfig(top_layers=4))),
         maps=MapConfig(),
         typical_seconds=2700.0,  # estimated for 2 cores without native bf16
     ),
@@ -112,7 +129,10 @@ PROFILES: dict[str, Profile] = {
                    pairs_per_user=32, llm=LLMConfig(batch_size=32)),
             # a tenth of ML-1M's training samples, as in the paper's setting
             _llmcf({"embed_dim": 32}, pool_size=80_000, cot_tokens=256, generation_batch=32,
-                   llm=LLMConfig(batch_size=32))),
+                   llm=LLMConfig(batch_size=32)),
+            # every layer (the paper), MF d=64, CoReLLa's analysed samples
+            _cora({"embed_dim": 32}, train_samples=25_000, epochs=1, analyse_valid=10_000,
+                  analyse_test=100_000, llm=LLMConfig(batch_size=32, score_dtype="float32"))),
         maps=MapConfig(),
     ),
 }

@@ -165,12 +165,13 @@ class LowerStates:
 
     model: str
     split: int
+    max_length: int  # prompts were cut to this many tokens
     states: dict[str, torch.Tensor]
 
-    def usable(self, model: str, split: int, dtype: torch.dtype) -> bool:
+    def usable(self, model: str, split: int, max_length: int, dtype: torch.dtype) -> bool:
         first = next(iter(self.states.values()), None)
-        return (self.model == model and self.split == split and first is not None
-                and first.dtype == dtype)
+        return (self.model == model and self.split == split and self.max_length == max_length
+                and first is not None and first.dtype == dtype)
 
 
 def crm_key(model: str, model_config: Any, train: Any) -> str:

@@ -99,12 +99,10 @@ class CoRA(Method):
     uses_item_vectors = False
 
     def __init__(self, name: str = "cora", config: CoRAConfig = CoRAConfig(),
-                 train: TrainConfig = TrainConfig(), llm_factory: Any = None) -> None:
-        """llm_factory replaces the packaged LLM in tests (the tiny random Llama)."""
+                 train: TrainConfig = TrainConfig()) -> None:
         self.name = name
         self.config = config
         self.train = train
-        self.llm_factory = llm_factory
 
     # --- fit ------------------------------------------------------------------------------
     def fit(self, task: CTRTask) -> CoRA:
@@ -131,6 +129,14 @@ class CoRA(Method):
         self.rows_ = analysed_rows(task, cfg.analyse_valid, cfg.analyse_test, cfg.seed)
         self.llm_ = self._llm()
         self.lower_ = self._shared_lower()
+        if self.split_:
+            t0 = time.perf_counter()
+            prompts = [*task.prompts(self.train_rows_),
+                       *(p for s in EVAL_SPLITS for p in task.prompts(self.rows_[s]))]
+            todo = self._fill_lower(prompts)
+            self.stage_seconds_[f"frozen layers of {todo:,} prompts "
+                                f"({len(set(prompts)) - todo:,} from the run)"] = (
+                time.perf_counter() - t0)
         self.weights_: dict[str, CollaborativeWeights] = {}
         self.sources_ = sources
         for variant, source in (("cora", cfg.cf), *((v, "crm") for v in cfg.variants)):
@@ -174,7 +180,7 @@ class CoRA(Method):
 
     def _llm(self) -> LLM:
         torch.manual_seed(self.config.seed)
-        llm = self.llm_factory() if self.llm_factory is not None else LLM(self.config.llm)
+        llm = LLM(self.config.llm)
         for p in llm.model.parameters():
             p.requires_grad_(False)
         llm.model.float().eval()  # trained and scored in float32: p_base and p_cora comparable
@@ -189,8 +195,9 @@ class CoRA(Method):
         """The analysed prompts' frozen states from an earlier LLM method of the run (CoReLLa
         with LoRA in the same top layers), else an empty cache this method fills."""
         shared = getattr(self, "artifacts_in_", {}).get("llm_lower_states")
+        llm = self.config.llm
         if self.split_ and shared is not None and shared.usable(
-                self.config.llm.model, self.split_, torch.float32):
+                llm.model, self.split_, llm.max_length, torch.float32):
             self.lower_source_ = f"shared by {len(shared.states):,} prompts of the run"
             return shared.states
         self.lower_source_ = "computed here"
@@ -202,9 +209,7 @@ class CoRA(Method):
         """Click logits of prompts in one batch, with weights active for A (B, H, r)."""
         llm = self.llm_
         if self.split_:
-            todo = [p for p in dict.fromkeys(prompts) if p not in self.lower_]
-            if todo:
-                self.lower_.update(zip(todo, llm.lower_states(llm.tokenize(todo), self.split_)))
+            self._fill_lower(prompts)
             states = [self.lower_[p] for p in prompts]
 
             def run() -> torch.Tensor:
@@ -218,6 +223,19 @@ class CoRA(Method):
             return run()
         with weights.active(a):
             return run()
+
+    def _fill_lower(self, prompts: list[str]) -> int:
+        """Compute the frozen layers' states of the prompts not yet cached (length-sorted
+        batches); returns how many were new."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self.lower_]
+        seqs = dict(zip(todo, self.llm_.tokenize(todo))) if todo else {}
+        todo.sort(key=lambda p: len(seqs[p]))
+        size = self.config.llm.batch_size
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            self.lower_.update(zip(batch, self.llm_.lower_states([seqs[p] for p in batch],
+                                                                 self.split_)))
+        return len(todo)
 
     def _pair(self, source: CollaborativeSource, rows: np.ndarray
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,7 +349,8 @@ class CoRA(Method):
         items = self.task_.items
         out = {f"{self.name}: MF items": (
             items["item"].to_numpy(),
-            self.mf_.items.weight[items["idx"].to_numpy()].detach().numpy())}
+            self.mf_.items.weight[torch.as_tensor(items["idx"].to_numpy().copy())]
+            .detach().numpy())}
         rows = np.concatenate([self.rows_[s] for s in EVAL_SPLITS])
         a = torch.cat([self.a_[s] for s in EVAL_SPLITS]).flatten(1).numpy()
         mean = pd.DataFrame(a).groupby(self.task_.samples["item"].to_numpy()[rows],

@@ -366,7 +366,7 @@ class CoReLLa(Method):
                                             cfg.lora_top_layers)}
         if self.lower_:  # the analysed prompts' frozen states, handed over (not kept twice)
             shared["llm_lower_states"] = LowerStates(cfg.llm.model, self.split_layer_,
-                                                     self.lower_)
+                                                     cfg.llm.max_length, self.lower_)
             self.lower_ = {}
         return shared
 
