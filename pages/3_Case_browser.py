@@ -30,7 +30,8 @@ def catalogue(run_id: str, mtime: float, _reader) -> dict:
             "pairs": _reader.frame("pairs") if _reader.has_table("pairs") else None,
             "neighbours": _reader.frame("neighbours") if _reader.has_table("neighbours")
             else None,
-            "cot": _reader.frame("cot") if _reader.has_table("cot") else None}
+            "cot": _reader.frame("cot") if _reader.has_table("cot") else None,
+            "deltas": _reader.frame("deltas") if _reader.has_table("deltas") else None}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -125,6 +126,7 @@ def samples_section(table: pd.DataFrame, what: str, ident: str, method: str | No
         else:
             st.code(prompt, language=None, wrap_lines=True)
     retrieved_examples(int(sample))
+    generated_weights(int(sample))
     ask_llm_panel(reader, table.set_index("sample_id", drop=False).loc[sample], method, prompt)
 
 
@@ -151,6 +153,28 @@ def retrieved_examples(sample: int) -> None:
                      icon=":material/psychology:"):
             state["reasoning_sample"] = sample
             st.switch_page("pages/6_Reasoning.py")
+
+
+def generated_weights(sample: int) -> None:
+    """What CoRA's weights generated for this (user, item) did to the LLM's answer."""
+    deltas = catalog["deltas"]
+    if deltas is None:
+        return
+    row = deltas[deltas["sample_id"] == sample]
+    if row.empty:
+        return
+    row = row.iloc[0]
+    with st.expander(f"Generated weights for sample #{sample} ({plain(row['method'])}; CoRA)"):
+        m = st.columns(4)
+        m[0].metric("Base LLM P(yes)", f"{row['p_base']:.4f}")
+        m[1].metric("With the weights", f"{row['p_cora']:.4f}",
+                    delta=f"{row['p_cora'] - row['p_base']:+.4f}")
+        m[2].metric("MF score", f"{row['p_mf']:.4f}")
+        m[3].metric("A's cosine to the mean A", f"{row['a_cos_mean']:.3f}")
+        if st.button("Open in the Collaborative weights page", key="cases_open_collab",
+                     icon=":material/hub:"):
+            state["collab_sample"] = sample
+            st.switch_page("pages/7_Collaborative_weights.py")
 
 
 def show_user(user: str, method: str | None, threshold: float) -> None:
