@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
@@ -231,7 +232,8 @@ class CoRA(Method):
         seqs = dict(zip(todo, self.llm_.tokenize(todo))) if todo else {}
         todo.sort(key=lambda p: len(seqs[p]))
         size = self.config.llm.batch_size
-        for start in range(0, len(todo), size):
+        for start in tqdm(range(0, len(todo), size), desc="CoRA: frozen layers", unit="batch",
+                          leave=False, disable=len(todo) <= size):
             batch = todo[start:start + size]
             self.lower_.update(zip(batch, self.llm_.lower_states([seqs[p] for p in batch],
                                                                  self.split_)))
@@ -254,7 +256,9 @@ class CoRA(Method):
         weights.train()
         step = 0
         for epoch in range(cfg.epochs):
-            for part in batches(lengths, cfg.batch_size, epoch, cfg.seed, True):
+            for part in tqdm(batches(lengths, cfg.batch_size, epoch, cfg.seed, True),
+                             desc=f"CoRA {variant} epoch {epoch + 1}/{cfg.epochs}",
+                             unit="batch", leave=False):
                 e_u, e_i = self._pair(source, rows[part])
                 a = weights.generator(e_u, e_i)
                 logit = self._logits([prompts[i] for i in part], a, weights)
@@ -289,7 +293,9 @@ class CoRA(Method):
             a_all = weights.generator(e_u, e_i)
         size = self.config.llm.batch_size
         order = np.argsort([len(p) for p in prompts], kind="stable")
-        for start in range(0, len(order), size):
+        what = "base" if weights is None else pair
+        for start in tqdm(range(0, len(order), size), desc=f"CoRA scoring ({what})",
+                          unit="batch", leave=False, disable=len(order) <= size):
             part = order[start:start + size]
             a = a_all[torch.from_numpy(part)] if a_all is not None else None
             logit = self._logits([prompts[i] for i in part], a, weights)
