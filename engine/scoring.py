@@ -42,6 +42,17 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class GeneratedScore:
+    """CoRA on one pair: the base LLM, with the pair's generated weights, and with the
+    weights generated for another user's embedding (the same prompt each time)."""
+
+    p_base: float
+    p_cora: float
+    swap_user: str | None
+    p_swapped: float | None
+
+
+@dataclass(frozen=True)
 class RoutedScore:
     """A routed method on one pair: its CRM, its LLM and where the threshold sends it."""
 
@@ -76,6 +87,7 @@ class PairScorer:
         self.stems = {m: reader.weight_files(m) for m in self.methods["method"]}
         self._crms: dict[str, nn.Module] = {}
         self._llms: dict[str, Any] = {}
+        self._generated: dict[str, tuple[Any, Any, dict[str, torch.Tensor]]] = {}
 
     # --- what the run can score ---------------------------------------------------------
     def crm_specs(self) -> dict[str, tuple[str, dict, str, str]]:
@@ -97,6 +109,11 @@ class PairScorer:
     def llm_methods(self) -> list[str]:
         """Methods that stored a LoRA adapter for their LLM (CoReLLa)."""
         return [m for m, stems in self.stems.items() if f"{m}_lora" in stems]
+
+    def generated_methods(self) -> list[str]:
+        """Methods that stored generated weights and their pair tables (CoRA)."""
+        return [m for m, stems in self.stems.items()
+                if f"{m}_generated_cora" in stems and f"{m}_pair_tables" in stems]
 
     # --- encoding -----------------------------------------------------------------------
     def pair(self, user: str, item: str, as_of: int | None = None) -> Pair:
@@ -181,6 +198,54 @@ class PairScorer:
         to_llm = entropy > threshold
         return RoutedScore(p_crm=p_crm, p_llm=p_llm, entropy=entropy,
                            route="LLM" if to_llm else "CRM", p=p_llm if to_llm else p_crm)
+
+    def generated(self, method: str) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+        """CoRA's frozen LLM with its generated-weights module hooked in, and the user and
+        item tables its generator reads."""
+        if method not in self._generated:
+            from engine.models.collab_weights import CollabConfig, CollaborativeWeights
+            from engine.models.llm import LLM, LLMConfig
+
+            if method not in self.generated_methods():
+                raise StoreError(f"run {self.reader.run_id}: method {method!r} stored no "
+                                 "generated weights")
+            row = self.methods[self.methods["method"] == method].iloc[0]
+            config = json.loads(row["config"])["config"]
+            llm = LLM(LLMConfig(**config["llm"]))
+            llm.model.float().eval()
+            collab = config["collab"]
+            tables = self.reader.load_weights(method, f"{method}_pair_tables")
+            weights = CollaborativeWeights(llm._backbone(), tables["users"].shape[1],
+                                           CollabConfig(**{**collab,
+                                                           "targets": tuple(collab["targets"])}))
+            weights.load_state_dict(self.reader.load_weights(method, f"{method}_generated_cora"))
+            self._generated[method] = (llm, weights.eval(), tables)
+        return self._generated[method]
+
+    @torch.inference_mode()
+    def score_generated(self, pair: Pair, method: str, swap_user: str | None = None
+                        ) -> GeneratedScore:
+        """P(yes) of the pair's prompt without generated weights, with the pair's, and with
+        the weights generated from `swap_user`'s embedding instead of the pair's user."""
+        llm, weights, tables = self.generated(method)
+        seqs = llm.tokenize([pair.prompt])
+        user_code = int(pair.batch["sparse"][0, 0])
+        item_code = int(pair.batch["sparse"][0, self.schema.item_field])
+        e_i = tables["items"][[item_code]]
+
+        def with_user(code: int) -> float:
+            with weights.active(weights.generator(tables["users"][[code]], e_i)):
+                return float(torch.sigmoid(llm.forward_ids(seqs)[0])[0])
+
+        base = float(torch.sigmoid(llm.forward_ids(seqs)[0])[0])
+        swapped = None
+        if swap_user is not None:
+            if str(swap_user) not in self.user_idx:
+                raise DuetError(f"user {swap_user!r} is not in run {self.reader.run_id}")
+            swapped = with_user(self.user_idx[str(swap_user)])
+        return GeneratedScore(p_base=base, p_cora=with_user(user_code),
+                              swap_user=None if swap_user is None else str(swap_user),
+                              p_swapped=swapped)
 
     # --- text on demand -------------------------------------------------------------------
     def explain(self, prompt: str, method: str, decoding: Decoding = Decoding()) -> str:

@@ -91,3 +91,24 @@ def test_unknown_ids_and_models_fail_clearly(scorer):
         scorer.crm("din")
     with pytest.raises(StoreError, match="stored no LLM"):
         scorer.llm("dcnv2")
+
+
+def test_generated_weights_rescore_a_stored_sample_and_move_with_the_user(scorer):
+    """CoRA live: a stored analysed sample at its own time reproduces the stored base and
+    CoRA probabilities; another user's embedding moves the answer on the same prompt."""
+    assert scorer.generated_methods() == ["cora"]
+    deltas = scorer.reader.frame("deltas")
+    row = deltas[deltas["split"] == "test"].iloc[0]
+    sample = scorer.reader.samples_for(sample_ids=[int(row["sample_id"])]).iloc[0]
+    pair = scorer.pair(str(sample["user"]), str(sample["item"]), as_of=int(sample["timestamp"]))
+    other = next(u for u in scorer.user_idx if u != pair.user)
+    score = scorer.score_generated(pair, "cora", other)
+    # stored: the top layers over cached frozen states in length-sorted batches
+    assert score.p_base == pytest.approx(row["p_base"], abs=1e-4)
+    assert score.p_cora == pytest.approx(row["p_cora"], abs=1e-4)
+    assert score.swap_user == other and score.p_swapped != score.p_cora
+    assert scorer.score_generated(pair, "cora").p_swapped is None
+    with pytest.raises(DuetError, match="not in run"):
+        scorer.score_generated(pair, "cora", "no-such-user")
+    with pytest.raises(StoreError, match="stored no generated weights"):
+        scorer.generated("corella")

@@ -81,6 +81,49 @@ def pair_panel(reader: RunReader, users: pd.DataFrame, items: pd.DataFrame,
                      key="cases_live_history")
     with st.expander("The prompt the LLM read", expanded=routed is not None and ask_llm):
         st.code(pair.prompt, language=None, wrap_lines=True)
+    generated_panel(scorer, pair, user_ids)
+
+
+GENERATED_KEY = "cases_live_generated"
+
+
+def generated_panel(scorer: PairScorer, pair, user_ids: list[str]) -> None:
+    """CoRA on the scored pair: the base LLM, the pair's generated weights, and the weights
+    generated for another user's embedding on the same prompt: how the weights move the
+    answer."""
+    methods = scorer.generated_methods()
+    if not methods:
+        return
+    st.markdown("##### Generated weights (CoRA)")
+    left, mid, right = st.columns([1, 2, 1])
+    method = left.selectbox("Method", methods, key="cases_live_cora_method")
+    others = [u for u in user_ids if u != pair.user]
+    swap = mid.selectbox("Swap the user embedding for", others, key="cases_live_swap",
+                         help="the prompt stays this pair's; only the user embedding the "
+                              "weights are generated from changes")
+    key = (pair.user, pair.item, pair.as_of, method, swap)
+    if right.button("Rescore with CoRA", key="cases_live_cora", icon=":material/hub:"):
+        with st.spinner(f"Scoring with {method}'s generated weights (its first use loads the "
+                        "LLM, ~10 s)…"):
+            try:
+                st.session_state[GENERATED_KEY] = (key, scorer.score_generated(pair, method,
+                                                                               swap))
+            except DuetError as exc:
+                st.session_state[GENERATED_KEY] = (key, str(exc))
+    stored = st.session_state.get(GENERATED_KEY)
+    if stored is None or stored[0] != key:
+        return
+    score = stored[1]
+    if isinstance(score, str):
+        st.error(plain(score))
+        return
+    m = st.columns(3)
+    m[0].metric("Base LLM P(yes)", f"{score.p_base:.4f}")
+    m[1].metric(f"With user {plain(pair.user)}'s weights", f"{score.p_cora:.4f}",
+                delta=f"{score.p_cora - score.p_base:+.4f}")
+    m[2].metric(f"With user {plain(score.swap_user)}'s weights", f"{score.p_swapped:.4f}",
+                delta=f"{score.p_swapped - score.p_cora:+.4f}",
+                help="the change from this pair's own weights")
 
 
 def _score(scorer: PairScorer, user: str, item: str, cutoff: date | None,

@@ -395,9 +395,14 @@ class CoRA(Method):
         head.diagnostics = {"deltas": self.deltas()}
         head.stage_seconds = dict(self.stage_seconds_)
         head.item_vectors = self.item_vectors()
-        head.weights = {f"{self.name}_{variant}": {k: v.detach().contiguous() for k, v in
-                                                   w.state_dict().items()}
-                        for variant, w in self.weights_.items()}
+        # stems the live scorer reads (engine.scoring): each trained variant's generator
+        # and P, and the headline's embedding tables (MF's or the CRM's)
+        head.weights = {f"{self.name}_generated_{variant}": {
+            k: v.detach().contiguous() for k, v in w.state_dict().items()}
+            for variant, w in self.weights_.items()}
+        source = self.sources_[cfg.cf]
+        head.weights[f"{self.name}_pair_tables"] = {"users": source.users.contiguous(),
+                                                    "items": source.items.contiguous()}
         return out
 
     def result(self) -> MethodResult:

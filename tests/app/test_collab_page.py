@@ -112,3 +112,20 @@ def test_the_case_browser_shows_a_samples_generated_weights(monkeypatch, smoke_s
     assert values["With the weights"] == f"{row['p_cora']:.4f}"
     at.button(key="cases_open_collab").click().run()
     assert at.session_state["collab_sample"] == sample
+
+
+def test_the_live_panel_rescores_a_pair_with_another_users_weights(monkeypatch, smoke_store):
+    with open_run(smoke_store, "smoke-run") as reader:
+        samples = reader.samples("test")
+    user, item = str(samples["user"].iloc[0]), str(samples["item"].iloc[0])
+    at = open_page(monkeypatch, smoke_store, "pages/3_Case_browser.py")
+    at.text_input(key="cases_query").input(user).run()
+    at.toggle(key="cases_live_llm").set_value(False).run()
+    at.selectbox(key="cases_live_item").set_value(item).run()
+    at.button(key="cases_live_score").click().run()
+    assert not at.exception, at.exception
+    at.button(key="cases_live_cora").click().run(timeout=120)
+    assert not at.exception, at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert "Base LLM P(yes)" in values
+    assert any(label.startswith("With user ") for label in values)
