@@ -93,8 +93,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "demo": Profile(
         name="demo",
-        description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR and LLM-CF; "
-                    "~25 min on 2 CPU cores with native bf16, ~45 min without",
+        description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR, LLM-CF and "
+                    "CoRA; ~30 min on 2 CPU cores with native bf16, ~55 min without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         # LoRA in the top 4 layers trains 2.3x more prompts per second on 2 cores and
@@ -114,7 +114,11 @@ PROFILES: dict[str, Profile] = {
             _cora({"embed_dim": 16}, train_samples=128, epochs=2,
                   collab=CollabConfig(top_layers=4))),
         maps=MapConfig(),
-        typical_seconds=2700.0,  # estimated for 2 cores without native bf16
+        # estimated for 2 cores without native bf16: 45 min measured before CoRA, which adds
+        # ~9 min (its MF, 128 prompts' frozen states, two trainings, five scorings of the
+        # 700 analysed samples' top layers; measured 29 min alone with every frozen state
+        # computed here and the machine shared)
+        typical_seconds=3300.0,
     ),
     "full": Profile(
         name="full",
