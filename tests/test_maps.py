@@ -56,7 +56,8 @@ def test_smoke_run_stores_maps(smoke_store):
     assert "maps" in stages
     aligned = ["corella: LLM state", "corella: CRM state", "corella: aligned LLM",
                "corella: aligned CRM"]
-    assert set(emb["space"]) == {"semantic", "llm", "behavioural", *aligned}
+    cora = ["cora: MF items", "cora: mean A(u, i)"]
+    assert set(emb["space"]) == {"semantic", "llm", "behavioural", *aligned, *cora}
     per_space = emb.groupby("space")["entity_id"].nunique()
     assert (per_space[["semantic", "llm", "behavioural"]] == 60).all()
     # CoReLLa's spaces: the mapped items among those its analysed samples cover, all alike
@@ -65,7 +66,8 @@ def test_smoke_run_stores_maps(smoke_store):
         analysed = reader.samples_for(sample_ids=routing["sample_id"].tolist())
     covered = set(analysed["item"].astype(str)) & set(emb.loc[emb["space"] == "semantic",
                                                            "entity_id"].astype(str))
-    for space in aligned:
+    # a method's spaces share the items they all cover; CoRA analyses CoReLLa's samples
+    for space in [*aligned, *cora]:
         assert set(emb.loc[emb["space"] == space, "entity_id"].astype(str)) == covered
     assert len(covered) >= 8
     assert json.loads(emb["params"].iloc[0])["n_neighbors"] == 8
@@ -74,6 +76,6 @@ def test_smoke_run_stores_maps(smoke_store):
     assert mapped.min() >= items["popularity"].sort_values().iloc[-60:].min()
     pairs = set(zip(agreement["space_a"], agreement["space_b"]))
     assert pairs == {("semantic", "llm"), ("semantic", "behavioural"), ("llm", "behavioural")} | {
-        (a, b) for i, a in enumerate(aligned) for b in aligned[i + 1:]}
+        (a, b) for i, a in enumerate(aligned) for b in aligned[i + 1:]} | {tuple(cora)}
     assert agreement["agreement"].between(0, 1).all()
-    assert len(agreement) == 180 + 6 * len(covered)
+    assert len(agreement) == 180 + (6 + 1) * len(covered)

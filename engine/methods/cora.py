@@ -155,7 +155,10 @@ class CoRA(Method):
         torch.manual_seed(self.train.seed)
         mf = MatrixFactorisation(task.schema, self.config.mf_dim)
         run = fit(mf, task, self.train, name=f"{self.name}:mf", tensors=self.tensors_)
+        t0 = time.perf_counter()
         probs = {s: predict(mf, self.tensors_, task.index(s)) for s in EVAL_SPLITS}
+        self.mf_infer_ms_per_1k_ = 1e6 * (time.perf_counter() - t0) / max(
+            sum(len(p) for p in probs.values()), 1)
         for p in mf.parameters():
             p.requires_grad_(False)
         for row in run.log:
@@ -387,7 +390,8 @@ class CoRA(Method):
         out.append(MethodResult(
             name=f"{self.name}_mf", kind="crm", probs=self.p_mf_,
             config={**base, "variant": "mf"},
-            cost={"train_seconds": self.mf_run_.seconds, "llm_calls_per_1k": 0.0},
+            cost={"train_seconds": self.mf_run_.seconds, "llm_calls_per_1k": 0.0,
+                  "infer_ms_per_1k": self.mf_infer_ms_per_1k_},
             description=DESCRIPTIONS["mf"].format(dim=cfg.mf_dim)))
         head = out[0]
         head.training_log = pd.DataFrame(self.log_, columns=["stage", "epoch", "metric",
