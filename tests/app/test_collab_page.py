@@ -8,7 +8,7 @@ import pandas as pd
 
 from engine.store import open_run
 from tests.app.format_rules import table_problems
-from tests.app.pages import open_page
+from tests.app.pages import open_page, open_sample_case
 from ui import collab
 
 
@@ -99,13 +99,8 @@ def test_the_page_on_the_smoke_run(monkeypatch, smoke_store):
 def test_the_case_browser_shows_a_samples_generated_weights(monkeypatch, smoke_store):
     with open_run(smoke_store, "smoke-run") as reader:
         deltas = reader.frame("deltas")
-        samples = reader.samples("test")
     sample = int(deltas[deltas["split"] == "test"]["sample_id"].iloc[0])
-    user = str(samples.set_index("sample_id").at[sample, "user"])
-    at = open_page(monkeypatch, smoke_store, "pages/3_Case_browser.py")
-    at.text_input(key="cases_query").input(user).run()
-    at.selectbox(key="cases_prompt_sample").set_value(sample).run()
-    assert not at.exception, at.exception
+    at = open_sample_case(monkeypatch, smoke_store, sample)
     values = {m.label: m.value for m in at.metric}
     row = deltas.set_index("sample_id").loc[sample]
     assert values["Base LLM P(yes)"] == f"{row['p_base']:.4f}"

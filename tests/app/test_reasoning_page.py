@@ -10,7 +10,7 @@ import pytest
 
 from engine.store import open_run
 from tests.app.format_rules import table_problems
-from tests.app.pages import open_page
+from tests.app.pages import open_page, open_sample_case
 from ui import reasoning
 
 ITEMS = pd.DataFrame({"item": ["1", "2", "3"], "title": ["Alien (1979)", "Heat (1995)",
@@ -102,12 +102,7 @@ def test_the_page_on_the_smoke_run(monkeypatch, smoke_store):
 def test_the_case_browser_shows_a_samples_examples(monkeypatch, smoke_store):
     with open_run(smoke_store, "smoke-run") as reader:
         neighbours = reader.frame("neighbours")
-        samples = reader.samples("test")
     sample = int(neighbours[neighbours["split"] == "test"]["sample_id"].iloc[0])
-    user = str(samples.set_index("sample_id").at[sample, "user"])
-    at = open_page(monkeypatch, smoke_store, "pages/3_Case_browser.py")
-    at.text_input(key="cases_query").input(user).run()
-    at.selectbox(key="cases_prompt_sample").set_value(sample).run()
-    assert not at.exception, at.exception
+    at = open_sample_case(monkeypatch, smoke_store, sample)
     examples = next(d.value for d in at.dataframe if "recon_cos" in d.value.columns)
     assert len(examples) == (neighbours["sample_id"] == sample).sum()
