@@ -62,6 +62,9 @@ class CoRAConfig:
     batch_size: int = 8
     analyse_valid: int = 200
     analyse_test: int = 500
+    # keep the frozen layers' states of every prompt up to this size (else recompute them per
+    # batch: the full profile's 110,000 prompts would need ~60 GB)
+    lower_cache_mb: int = 2048
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
 
@@ -130,10 +133,16 @@ class CoRA(Method):
         self.rows_ = analysed_rows(task, cfg.analyse_valid, cfg.analyse_test, cfg.seed)
         self.llm_ = self._llm()
         self.lower_ = self._shared_lower()
-        if self.split_:
+        prompts = [*task.prompts(self.train_rows_),
+                   *(p for s in EVAL_SPLITS for p in task.prompts(self.rows_[s]))]
+        bytes_needed = len(prompts) * cfg.llm.max_length * self.llm_.hidden_size * 4
+        self.cache_lower_ = bool(self.split_) and bytes_needed <= cfg.lower_cache_mb * 2**20
+        if not self.split_:
+            self.lower_source_ = "none: weights in every layer, the whole LLM runs"
+        elif not self.cache_lower_:
+            self.lower_source_ = "recomputed per batch (beyond lower_cache_mb)"
+        if self.cache_lower_:
             t0 = time.perf_counter()
-            prompts = [*task.prompts(self.train_rows_),
-                       *(p for s in EVAL_SPLITS for p in task.prompts(self.rows_[s]))]
             todo = self._fill_lower(prompts)
             self.stage_seconds_[f"frozen layers of {todo:,} prompts "
                                 f"({len(set(prompts)) - todo:,} from the run)"] = (
@@ -213,8 +222,11 @@ class CoRA(Method):
         """Click logits of prompts in one batch, with weights active for A (B, H, r)."""
         llm = self.llm_
         if self.split_:
-            self._fill_lower(prompts)
-            states = [self.lower_[p] for p in prompts]
+            if self.cache_lower_:
+                self._fill_lower(prompts)
+                states = [self.lower_[p] for p in prompts]
+            else:
+                states = llm.lower_states(llm.tokenize(prompts), self.split_)
 
             def run() -> torch.Tensor:
                 return llm.logit_from_lower(states, self.split_)[0]

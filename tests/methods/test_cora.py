@@ -117,6 +117,15 @@ def test_the_runs_frozen_states_and_crm_are_reused_without_changing_a_number(fit
         assert not other.usable(config.llm.model, fitted.split_, 128, torch.float32)
 
 
+def test_without_the_frozen_state_cache_the_numbers_stay(fitted, task, config):
+    small = dataclasses.replace(config, lower_cache_mb=0, variants=())
+    method = CoRA("cora", small, TRAIN).fit(task)
+    assert method.lower_source_.startswith("recomputed per batch") and not method.lower_
+    for key in ("base", "cora", "zero_pair", "shuffled_user"):
+        np.testing.assert_allclose(method.scores_[key]["test"], fitted.scores_[key]["test"],
+                                   rtol=0, atol=1e-5)
+
+
 def test_cora_with_crm_embeddings_as_its_source(task, config):
     method = CoRA("cora", dataclasses.replace(config, cf="crm", variants=()), TRAIN).fit(task)
     assert [r.name for r in method.results()] == ["cora", "cora_base", "cora_zero_pair",
