@@ -53,7 +53,7 @@ cols[4].metric("Layers with weights", "all" if not collab_cfg.get("top_layers")
                help=f"targets {', '.join(collab_cfg.get('targets', []))}; rank "
                     f"{collab_cfg.get('rank', '?')}")
 st.caption(f"Collaborative embeddings: **{plain(str(inner.get('cf', '?')).upper())}**; frozen "
-           f"layers' states {plain(config.get('lower_states', '?'))}.")
+           f"layers' states: {plain(config.get('lower_states', '?'))}.")
 
 st.markdown("#### CoRA, its ablations and baselines per segment (test)")
 rows = collab.variant_table(data["metrics"], method)

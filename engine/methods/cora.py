@@ -211,7 +211,8 @@ class CoRA(Method):
         llm = self.config.llm
         if self.split_ and shared is not None and shared.usable(
                 llm.model, self.split_, llm.max_length, torch.float32):
-            self.lower_source_ = f"shared by {len(shared.states):,} prompts of the run"
+            self.lower_source_ = (f"read from the run ({len(shared.states):,} prompts' states, "
+                                  "computed by an earlier LLM method)")
             return shared.states
         self.lower_source_ = "computed here"
         return {}

@@ -77,6 +77,7 @@ READY = {  # an element each page shows only once its script has run
     "Embedding maps": ".js-plotly-plot",
     "Gating": ".js-plotly-plot",
     "Reasoning": ".js-plotly-plot",
+    "Collaborative weights": ".js-plotly-plot",
 }
 
 
@@ -124,6 +125,8 @@ def test_every_page_renders_without_errors(server, page):
     open_page(page, f"{server}/Embedding_maps", "Embedding maps", "embedding_maps")
     open_page(page, f"{server}/Gating", "Gating", "gating")
     open_page(page, f"{server}/Reasoning", "Reasoning", "reasoning")
+    open_page(page, f"{server}/Collaborative_weights", "Collaborative weights",
+              "collaborative_weights")
 
 
 def test_router_slider_changes_the_metrics(server, page):

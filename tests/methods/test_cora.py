@@ -105,7 +105,7 @@ def test_the_runs_frozen_states_and_crm_are_reused_without_changing_a_number(fit
     again = CoRA("cora", config, TRAIN)
     again.use_artifacts({**crm.artifacts(), "llm_lower_states": lower})
     again.fit(task)
-    assert again.lower_source_.startswith("shared by")
+    assert again.lower_source_.startswith("read from the run")
     assert again.lower_ is lower.states
     for key in fitted.scores_:
         for split in ("valid", "test"):
@@ -147,4 +147,4 @@ def check_smoke_cora(reader) -> None:
     assert {"cora", "cora_base", "cora_mf", "cora_zero_pair", "cora_shuffled_user",
             "cora_crm"} <= methods
     config = reader.methods().set_index("method").loc["cora", "config"]
-    assert '"lower_states": "shared by' in config  # CoReLLa's frozen states, reused
+    assert '"lower_states": "read from the run' in config  # CoReLLa's frozen states
