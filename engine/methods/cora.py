@@ -100,8 +100,6 @@ class CollaborativeSource:
 
 
 class CoRA(Method):
-    uses_item_vectors = False
-
     def __init__(self, name: str = "cora", config: CoRAConfig = CoRAConfig(),
                  train: TrainConfig = TrainConfig()) -> None:
         self.name = name
@@ -242,18 +240,7 @@ class CoRA(Method):
             return run()
 
     def _fill_lower(self, prompts: list[str]) -> int:
-        """Compute the frozen layers' states of the prompts not yet cached (length-sorted
-        batches); returns how many were new."""
-        todo = [p for p in dict.fromkeys(prompts) if p not in self.lower_]
-        seqs = dict(zip(todo, self.llm_.tokenize(todo))) if todo else {}
-        todo.sort(key=lambda p: len(seqs[p]))
-        size = self.config.llm.batch_size
-        for start in tqdm(range(0, len(todo), size), desc="CoRA: frozen layers", unit="batch",
-                          leave=False, disable=len(todo) <= size):
-            batch = todo[start:start + size]
-            self.lower_.update(zip(batch, self.llm_.lower_states([seqs[p] for p in batch],
-                                                                 self.split_)))
-        return len(todo)
+        return self.llm_.fill_lower(prompts, self.split_, self.lower_, progress=True)
 
     def _pair(self, source: CollaborativeSource, rows: np.ndarray
               ) -> tuple[torch.Tensor, torch.Tensor]:

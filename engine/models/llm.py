@@ -416,6 +416,20 @@ class LLM:
         no = final.float() @ head[self.no_ids].float().T
         return (torch.logsumexp(yes, -1) - torch.logsumexp(no, -1)).float()
 
+    def fill_lower(self, prompts: Sequence[str], split: int, lower: dict[str, torch.Tensor],
+                   batch_size: int | None = None, progress: bool = False) -> int:
+        """Add to `lower` the states entering layer `split` of the prompts it lacks
+        (length-sorted batches); returns how many were new."""
+        size = batch_size or self.config.batch_size
+        todo = [p for p in dict.fromkeys(prompts) if p not in lower]
+        seqs = dict(zip(todo, self.tokenize(todo))) if todo else {}
+        todo.sort(key=lambda p: len(seqs[p]))
+        for start in _batches(len(todo), size, progress and len(todo) > size,
+                              "LLM frozen layers"):
+            batch = todo[start:start + size]
+            lower.update(zip(batch, self.lower_states([seqs[p] for p in batch], split)))
+        return len(todo)
+
     @torch.inference_mode()
     def score_above(self, prompts: Sequence[str], split: int,
                     lower: dict[str, torch.Tensor], layers: Sequence[int] = (),
@@ -432,12 +446,7 @@ class LLM:
             return np.zeros(0), states
         self.model.eval()
         size = batch_size or self.config.batch_size
-        todo = [p for p in dict.fromkeys(prompts) if p not in lower]
-        seqs = dict(zip(todo, self.tokenize(todo))) if todo else {}
-        todo.sort(key=lambda p: len(seqs[p]))
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
-            lower.update(zip(batch, self.lower_states([seqs[p] for p in batch], split)))
+        self.fill_lower(prompts, split, lower, size)
         order = np.argsort([len(lower[p]) for p in prompts], kind="stable")
         out = np.zeros(len(prompts))
         for start in _batches(len(order), size, progress, "LLM scoring (top layers)"):

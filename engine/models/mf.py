@@ -36,11 +36,6 @@ class MatrixFactorisation(nn.Module):
     def ids(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["sparse"][:, 0], batch["sparse"][:, self.item_field]
 
-    def vectors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(e_u, e_i) per sample, (B, dim) each."""
-        users, items = self.ids(batch)
-        return self.users(users), self.items(items)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, items = self.ids(batch)
         e_u, e_i = self.users(users), self.items(items)
