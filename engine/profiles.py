@@ -11,12 +11,14 @@ from typing import Any
 from engine.data.task import TaskConfig
 from engine.errors import ConfigError
 from engine.maps import MapConfig
+from engine.methods.coco import CoCoConfig
 from engine.methods.cora import CoRAConfig
 from engine.methods.corella import CoReLLaConfig
 from engine.methods.llmcf import LLMCFConfig
 from engine.methods.sllmr import SLLMRConfig
 from engine.models.collab_weights import CollabConfig
 from engine.models.llm import LLMConfig
+from engine.models.prompt_pool import PoolConfig
 from engine.models.trainer import TrainConfig
 from engine.options import override
 
@@ -68,6 +70,11 @@ def _cora(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
                       {"config": CoRAConfig(crm_options=crm_options, **config)})
 
 
+def _coco(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
+    return MethodSpec("coco", "coco",
+                      {"config": CoCoConfig(crm_options=crm_options, **config)})
+
+
 SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
 
 PROFILES: dict[str, Profile] = {
@@ -87,7 +94,11 @@ PROFILES: dict[str, Profile] = {
             _cora(SMOKE_CRM, mf_dim=8, train_samples=8, epochs=1, analyse_valid=16,
                   analyse_test=32, llm=LLMConfig(batch_size=8, max_length=256,
                                                  score_dtype="float32"),
-                  collab=CollabConfig(top_layers=4))),
+                  collab=CollabConfig(top_layers=4)),
+            _coco(SMOKE_CRM, window=16, train_windows=8, window_batch=4, prompt_epochs=1,
+                  lora_epochs=1, analyse_valid=16, analyse_test=32, history_items=3,
+                  pool=PoolConfig(size=8), llm=LLMConfig(batch_size=8, max_length=256,
+                                                          score_dtype="float32"))),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
         typical_seconds=150.0,
     ),
@@ -112,7 +123,10 @@ PROFILES: dict[str, Profile] = {
             # generated weights in the top 4 layers, as CoReLLa's LoRA: its frozen states of
             # the 700 analysed prompts are reused, so CoRA runs only the top layers on them
             _cora({"embed_dim": 16}, train_samples=128, epochs=2,
-                  collab=CollabConfig(top_layers=4))),
+                  collab=CollabConfig(top_layers=4)),
+            # 64 training windows of up to 64 samples (~3,700 samples), one LLM pass per
+            # window; the analysed samples fall in ~300 windows
+            _coco({"embed_dim": 16})),
         maps=MapConfig(),
         # estimated for 2 cores without native bf16: 45 min measured before CoRA, which adds
         # ~9 min (its MF, 128 prompts' frozen states, two trainings, five scorings of the
@@ -136,7 +150,11 @@ PROFILES: dict[str, Profile] = {
                    llm=LLMConfig(batch_size=32)),
             # every layer (the paper), MF d=64, CoReLLa's analysed samples
             _cora({"embed_dim": 32}, train_samples=25_000, epochs=1, analyse_valid=10_000,
-                  analyse_test=100_000, llm=LLMConfig(batch_size=32, score_dtype="float32"))),
+                  analyse_test=100_000, llm=LLMConfig(batch_size=32, score_dtype="float32")),
+            # the paper's pool of 64, and the K sweep
+            _coco({"embed_dim": 32}, pool=PoolConfig(size=64), train_windows=5_000,
+                  analyse_valid=10_000, analyse_test=100_000, k_sweep=(8, 16, 32),
+                  llm=LLMConfig(batch_size=32, score_dtype="float32"))),
         maps=MapConfig(),
     ),
 }

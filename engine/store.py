@@ -73,8 +73,8 @@ SCHEMA = {
 FRAME_TABLES = ("users", "items", "samples", "interactions", "prompts", "embeddings",
                 "map_agreement")
 # Per-method diagnostics the methods may return (CoReLLa routing, S-LLMR gates, ...).
-DIAGNOSTIC_TABLES = ("routing", "gates", "pairs", "prompt_usage", "cot", "neighbours",
-                     "deltas")
+DIAGNOSTIC_TABLES = ("routing", "gates", "pairs", "prompt_usage", "prompt_pool",
+                     "prompt_users", "cot", "neighbours", "deltas")
 KNOWN_TABLES = (*SCHEMA, *FRAME_TABLES, *DIAGNOSTIC_TABLES)
 # Written last by the writer: rows per table, what a reader checks the file against.
 MANIFEST = "manifest"

@@ -31,7 +31,9 @@ def catalogue(run_id: str, mtime: float, _reader) -> dict:
             "neighbours": _reader.frame("neighbours") if _reader.has_table("neighbours")
             else None,
             "cot": _reader.frame("cot") if _reader.has_table("cot") else None,
-            "deltas": _reader.frame("deltas") if _reader.has_table("deltas") else None}
+            "deltas": _reader.frame("deltas") if _reader.has_table("deltas") else None,
+            "prompt_usage": _reader.frame("prompt_usage")
+            if _reader.has_table("prompt_usage") else None}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -127,6 +129,7 @@ def samples_section(table: pd.DataFrame, what: str, ident: str, method: str | No
             st.code(prompt, language=None, wrap_lines=True)
     retrieved_examples(int(sample))
     generated_weights(int(sample))
+    chosen_prompts(int(sample))
     ask_llm_panel(reader, table.set_index("sample_id", drop=False).loc[sample], method, prompt)
 
 
@@ -175,6 +178,28 @@ def generated_weights(sample: int) -> None:
                      icon=":material/hub:"):
             state["collab_sample"] = sample
             st.switch_page("pages/7_Collaborative_weights.py")
+
+
+def chosen_prompts(sample: int) -> None:
+    """The soft prompts CoCo's pool chose for the sample's user, and what they did."""
+    usage = catalog["prompt_usage"]
+    if usage is None:
+        return
+    row = usage[usage["sample_id"] == sample]
+    if row.empty:
+        return
+    row = row.iloc[0]
+    with st.expander(f"Prompts chosen for sample #{sample} ({plain(row['method'])}; CoCo)"):
+        m = st.columns(4)
+        m[0].metric("CRM alone", f"{row['p_crm']:.4f}")
+        m[1].metric("CoCo", f"{row['p_coco']:.4f}", delta=f"{row['p_coco'] - row['p_crm']:+.4f}")
+        m[2].metric("Prompts", str(row["prompt_ids"]),
+                    help=f"cosines {row['prompt_cosines']}; weights {row['prompt_weights']}")
+        m[3].metric("LLM's attention share", f"{row['llm_share']:.3f}")
+        if st.button("Open in the Prompt pool page", key="cases_open_pool",
+                     icon=":material/category:"):
+            state["pool_sample"] = sample
+            st.switch_page("pages/8_Prompt_pool.py")
 
 
 def show_user(user: str, method: str | None, threshold: float) -> None:

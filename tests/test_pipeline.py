@@ -23,14 +23,14 @@ def test_store_holds_every_table(reader):
     assert {"run", "stages", "summary", "users", "items", "samples", "interactions",
             "prompts", "methods", "predictions", "metrics", "training_log", "routing",
             "embeddings", "map_agreement", "gates", "pairs", "cot", "neighbours",
-            "deltas", "notes"} <= tables
+            "deltas", "prompt_usage", "prompt_pool", "prompt_users", "notes"} <= tables
     info = reader.run_info()
     assert info["profile"] == "smoke" and info["dataset"] == "ml-100k"
     assert info["versions"]["torch"].startswith("2.13")
     stages = reader.stages()["stage"].tolist()
     assert [s for s in stages if "/" not in s] == [
         "load", "task", "method:dcnv2", "method:deepfm", "method:corella", "method:sllmr",
-        "method:llmcf", "method:cora", "maps", "metrics", "store"]
+        "method:llmcf", "method:cora", "method:coco", "maps", "metrics", "store"]
     # CoReLLa's sub-stages sit under its stage: training stages, scoring per model and split
     subs = [s.split("/", 1)[1] for s in stages if s.startswith("method:corella/")]
     assert {"stage 1: CRM", "stage 2: joint CRM + LLM with alignment", "stage 3: LLM alone",
@@ -43,26 +43,27 @@ CORELLA = ["corella", "corella_budget20", "corella_crm", "corella_llm",
 SLLMR = ["sllmr", "sllmr_none", "sllmr_global", "sllmr_pointwise", "sllmr_kd", "sllmr_joint"]
 LLMCF = ["llmcf", "llmcf_none", "llmcf_no_cot", "llmcf_mean_pool", "llmcf_random", "llmcf_kd"]
 CORA = ["cora", "cora_base", "cora_zero_pair", "cora_shuffled_user", "cora_crm", "cora_mf"]
+COCO = ["coco", "coco_shared_only", "coco_mean_pool", "coco_no_elimination", "coco_crm"]
 
 
 def test_predictions_cover_valid_and_test_for_every_method(reader):
     samples = reader.samples()
     n_eval = int((samples["split"] != "train").sum())
     methods = reader.methods()["method"].tolist()
-    assert methods == sorted(["dcnv2", "deepfm", *CORELLA, *SLLMR, *LLMCF, *CORA])
+    assert methods == sorted(["dcnv2", "deepfm", *CORELLA, *SLLMR, *LLMCF, *CORA, *COCO])
     counts = reader.query("SELECT method, count(*) AS n FROM predictions GROUP BY method")
     counts = counts.set_index("method")["n"].to_dict()
     assert counts["dcnv2"] == counts["deepfm"] == n_eval
     # no LLM at inference: every sample
     assert {counts[m] for m in SLLMR + LLMCF + ["cora_mf"]} == {n_eval}
     # the LLM methods analyse the smoke profile's 16 valid + 32 test samples
-    assert {counts[m] for m in CORELLA + CORA[:-1]} == {48}
+    assert {counts[m] for m in CORELLA + CORA[:-1] + COCO} == {48}
 
 
 def test_stored_metrics_match_stored_predictions(reader):
     wide = reader.predictions("test")
     stored = reader.metrics("test", "all").set_index(["method", "metric"])["value"]
-    for method in ["dcnv2", "deepfm", *CORELLA, *SLLMR, *LLMCF, *CORA]:
+    for method in ["dcnv2", "deepfm", *CORELLA, *SLLMR, *LLMCF, *CORA, *COCO]:
         scored = wide[wide[method].notna()]
         assert stored[(method, "auc")] == pytest.approx(auc(scored["label"], scored[method]))
     assert stored[("dcnv2", "auc")] > 0.6  # the synthetic data has a learnable signal

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.errors import ConfigError
 from engine.methods.base import Method, MethodResult
+from engine.methods.coco import CoCo
 from engine.methods.cora import CoRA
 from engine.methods.corella import CoReLLa
 from engine.methods.crm import CRMMethod
@@ -20,6 +21,7 @@ METHOD_REGISTRY: dict[str, type[Method]] = {
     "sllmr": SLLMR,
     "llmcf": LLMCF,
     "cora": CoRA,
+    "coco": CoCo,
 }
 
 
@@ -30,4 +32,4 @@ def method_class(kind: str) -> type[Method]:
 
 
 __all__ = ["METHOD_REGISTRY", "Method", "MethodResult", "CRMMethod", "CoReLLa", "SLLMR", "LLMCF",
-           "CoRA", "method_class"]
+           "CoRA", "CoCo", "method_class"]

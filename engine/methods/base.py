@@ -183,6 +183,21 @@ def crm_key(model: str, model_config: Any, train: Any) -> str:
                                     plain_config(asdict(train))], sort_keys=True, default=str)
 
 
+def run_crm(crm: str, model_config: Any, train: Any, task: CTRTask, tensors: Any,
+            artifacts: dict[str, Any], name: str) -> torch.nn.Module:
+    """The trained CRM network of this configuration: the run's own when an earlier method
+    trained it (no second training), else one trained here from the same seed."""
+    from engine.models import build_crm
+    from engine.models.trainer import fit
+
+    model = getattr(artifacts.get(crm_key(crm, model_config, train)), "model", None)
+    if model is None:
+        torch.manual_seed(train.seed)
+        model = build_crm(crm, task.schema, model_config)
+        fit(model, task, train, name=f"{name}:{crm}", tensors=tensors)
+    return model
+
+
 def plain_config(value: Any) -> Any:
     """A config (asdict) as JSON-friendly values (tuples -> lists)."""
     if isinstance(value, dict):

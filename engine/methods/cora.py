@@ -34,10 +34,10 @@ from engine.methods.base import (
     Method,
     MethodResult,
     analysed_rows,
-    crm_key,
     plain_config,
+    run_crm,
 )
-from engine.models import build_crm, crm_config
+from engine.models import crm_config
 from engine.models.adapter_training import batches
 from engine.models.collab_weights import CollabConfig, CollaborativeWeights
 from engine.models.llm import LLM, LLMConfig
@@ -177,14 +177,8 @@ class CoRA(Method):
         """The user and item tables of the run's CRM of this configuration (no second
         training when an earlier method of the run trained it), else of one trained here."""
         cfg = self.config
-        model_config = crm_config(cfg.crm, cfg.crm_options)
-        shared = getattr(self, "artifacts_in_", {}).get(crm_key(cfg.crm, model_config,
-                                                                self.train))
-        model = getattr(shared, "model", None)
-        if model is None:
-            torch.manual_seed(self.train.seed)
-            model = build_crm(cfg.crm, task.schema, model_config)
-            fit(model, task, self.train, name=f"{self.name}:{cfg.crm}", tensors=self.tensors_)
+        model = run_crm(cfg.crm, crm_config(cfg.crm, cfg.crm_options), self.train, task,
+                        self.tensors_, getattr(self, "artifacts_in_", {}), self.name)
         tables = model.embedding.tables
         return CollaborativeSource(tables[0], tables[task.schema.item_field], 0,
                                    task.schema.item_field)

@@ -161,6 +161,24 @@ class LLMAdapter:
         return llm
 
 
+@dataclass
+class PrefixStates:
+    """A text's cached pass through the model (LLM.prefix_states): per layer its keys and
+    values (kv_heads, T, head_dim), and its final-layer states (T, H)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    final: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return int(self.final.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.final))
+
+
 def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
     """Batch starts over n rows, with a progress bar when asked."""
     starts = range(0, n, size)
@@ -456,6 +474,69 @@ class LLM:
             for target, state in zip(states, kept):
                 target[rows] = state.float().cpu().numpy()
         return out, states
+
+    @torch.no_grad()
+    def prefix_states(self, texts: Sequence[str], batch_size: int | None = None,
+                      progress: bool = False) -> list[PrefixStates]:
+        """Per text, what the model (as it is now) makes of it: every layer's keys and values
+        and the final states, so tokens appended later (forward_embeds) attend to it without
+        running it again. Length-sorted, right-padded batches: real tokens keep positions
+        0..T-1 and never attend to pads."""
+        seqs = self.tokenize(texts)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        size = batch_size or self.config.batch_size
+        out: list[PrefixStates | None] = [None] * len(seqs)
+        backbone = self._backbone()
+        was_training = backbone.training
+        backbone.eval()
+        for start in _batches(len(order), size, progress and len(order) > size,
+                              "LLM history prefixes"):
+            rows = order[start:start + size]
+            ids, mask, _ = self._pad([seqs[i] for i in rows])
+            result = backbone(input_ids=ids, attention_mask=mask, use_cache=True)
+            layers = result.past_key_values.layers
+            for b, i in enumerate(rows):
+                n = len(seqs[i])
+                out[i] = PrefixStates(
+                    keys=[layer.keys[b, :, :n].clone() for layer in layers],
+                    values=[layer.values[b, :, :n].clone() for layer in layers],
+                    final=result.last_hidden_state[b, :n].clone())
+        backbone.train(was_training)
+        return out  # type: ignore[return-value]
+
+    def forward_embeds(self, embeds: torch.Tensor, mask: torch.Tensor,
+                       prefix: Sequence[PrefixStates] | None = None) -> torch.Tensor:
+        """Final-layer states (B, N, H) of input embeddings (B, N, H) with mask (B, N)
+        (right padding), optionally appended to each row's prefix (prefix_states): the new
+        tokens attend to the prefix's cached keys and values and continue its positions.
+        Gradients flow into `embeds` and any trainable weights (LoRA) on the new tokens'
+        path; the prefix is a constant."""
+        from transformers.cache_utils import DynamicCache
+
+        backbone = self._backbone()
+        embeds = embeds.to(self.device)
+        mask = mask.to(self.device).long()
+        if not prefix:
+            return backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        lengths = torch.tensor([p.length for p in prefix], device=self.device)
+        longest = int(lengths.max())
+        cache_data = []
+        for layer in range(len(prefix[0].keys)):
+            pair = []
+            for part in ("keys", "values"):
+                first = getattr(prefix[0], part)[layer]
+                padded = first.new_zeros((len(prefix), first.shape[0], longest, first.shape[2]))
+                for b, p in enumerate(prefix):  # left padding: every prefix ends at `longest`
+                    padded[b, :, longest - p.length:] = getattr(p, part)[layer]
+                pair.append(padded)
+            cache_data.append(tuple(pair))
+        prefix_mask = (torch.arange(longest, device=self.device)[None]
+                       >= (longest - lengths)[:, None]).long()
+        positions = lengths[:, None] + torch.arange(embeds.shape[1], device=self.device)[None]
+        cache = DynamicCache(ddp_cache_data=cache_data)
+        return backbone(inputs_embeds=embeds, attention_mask=torch.cat([prefix_mask, mask], 1),
+                        past_key_values=cache, position_ids=positions,
+                        use_cache=True).last_hidden_state
 
     @torch.inference_mode()
     def score_suffixes(self, prefix: str, suffixes: Sequence[str],

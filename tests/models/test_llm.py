@@ -151,3 +151,32 @@ def test_score_suffixes_equals_scoring_the_joined_prompts(tiny_llama_dir, ml100k
     own = task.prompt_parts(row, int(task.samples["item_idx"].iat[row]))
     assert task.prompts([row])[0] == own[0] + own[1]
     assert model.score_suffixes(prefix, []).shape == (0,)
+
+
+def test_appended_embeddings_over_a_cached_prefix_equal_the_full_pass(tiny_llama_dir):
+    """forward_embeds over prefix_states (ragged batch: left-padded caches, right-padded new
+    tokens) gives what one pass over [prefix tokens; embeddings] gives, and gradients reach
+    the embeddings."""
+    from tests.llm_fixtures import tiny_llm
+
+    model = tiny_llm(tiny_llama_dir)
+    texts = ["A user's recent ratings: Toy Story (1995), 5 stars; Heat (1995), 3 stars.",
+             "Short.", "A user who rated Fargo (1996) 4 stars"]
+    prefixes = model.prefix_states(texts)
+    assert [p.length for p in prefixes] == [len(s) for s in model.tokenize(texts)]
+    torch.manual_seed(0)
+    embeds = torch.randn(3, 4, model.hidden_size, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    out = model.forward_embeds(embeds, mask, prefixes)
+    backbone = model._backbone()
+    for i, seq in enumerate(model.tokenize(texts)):
+        n = int(mask[i].sum())
+        joined = torch.cat([backbone.embed_tokens(torch.tensor([seq])), embeds[i:i + 1, :n]], 1)
+        full = backbone(inputs_embeds=joined).last_hidden_state[0]
+        torch.testing.assert_close(out[i, :n], full[len(seq):], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(prefixes[i].final, full[:len(seq)], atol=1e-5, rtol=1e-5)
+    out[:, 0].sum().backward()
+    assert embeds.grad is not None and embeds.grad[:, 0].abs().sum() > 0
+    alone = model.forward_embeds(embeds[:1, :2], mask[:1, :2])
+    direct = backbone(inputs_embeds=embeds[:1, :2]).last_hidden_state[0]
+    torch.testing.assert_close(alone[0], direct)
