@@ -1,9 +1,10 @@
 """LLM throughput: scoring (the naive transformers loop vs Duet's scorer), S-LLMR's shared
-prefix, generation, and LoRA adapter training (today's full-LoRA path vs the top-layers
-path); prints tables.
+prefix, generation, LoRA adapter training (today's full-LoRA path vs the top-layers path) and
+CoCo's training step (soft prompts before the history, the paper's order, against after a
+cached history, ours); prints tables.
 
     .venv/bin/python bench/llm_speed.py [--prompts 64] [--ml100k PATH]
-        [--sections scoring,prefix,generation,training] [--train-prompts 64]
+        [--sections scoring,prefix,generation,training,coco] [--train-prompts 64]
 
 Prompts are real ML-100k test prompts (template A, 10 history items). The naive baseline is
 what a user would write: one prompt at a time, `model(**enc).logits[0, -1]`, float32. Ours
@@ -57,6 +58,8 @@ def main() -> None:
     task = build_task(load_ml100k(path))
     if "training" in sections:
         adapter_training(args.ml100k if path else "", args.train_prompts)
+    if "coco" in sections:
+        coco_step(task)
     if not sections & {"scoring", "prefix", "generation"}:
         return
     prompts = task.prompts(task.index("test")[: args.prompts])
@@ -162,6 +165,63 @@ TRAINING_VARIANTS = [
     ("top 2 layers", {"top_layers": 2}),
     ("top 4 layers, 4 epochs, frozen states computed once", {"top_layers": 4, "epochs": 4}),
 ]
+
+
+def coco_step(task, windows: int = 8, steps: int = 3, appended: int = 8) -> None:
+    """One CoCo training step over a batch of user windows: `appended` soft tokens (shared +
+    selected prompts) with the user's 5-item history, forward and backward through the
+    frozen LLM into the soft tokens. Paper's order: [prompts; history], the whole sequence
+    every step. Ours: [history; prompts], the history's pass cached once per window."""
+    import torch
+
+    from engine.methods.coco import CoCo, CoCoConfig
+
+    llm = LLM(LLMConfig(score_dtype="float32"))
+    for p in llm.model.parameters():
+        p.requires_grad_(False)
+    method = CoCo(config=CoCoConfig())
+    method.task_ = task
+    rows = task.index("train")[::997][:windows]
+    texts = [method.history_text(int(r)) for r in rows]
+    seqs = llm.tokenize(texts)
+    torch.manual_seed(0)
+    soft = torch.randn(windows, appended, llm.hidden_size, requires_grad=True)
+    t0 = time.perf_counter()
+    prefixes = llm.prefix_states(texts)
+    prefix_s = time.perf_counter() - t0
+    embed = llm._backbone().embed_tokens
+
+    def paper() -> None:
+        longest = max(len(q) for q in seqs)
+        ids = torch.zeros((windows, longest), dtype=torch.long)
+        mask = torch.zeros((windows, appended + longest), dtype=torch.long)
+        for i, q in enumerate(seqs):
+            ids[i, :len(q)] = torch.tensor(q)
+            mask[i, :appended + len(q)] = 1
+        out = llm.forward_embeds(torch.cat([soft, embed(ids)], 1), mask)
+        out.sum().backward()
+
+    def ours() -> None:
+        out = llm.forward_embeds(soft, torch.ones((windows, appended)), prefixes)
+        out.sum().backward()
+
+    rows_out = []
+    for name, step in (("paper: [prompts; history], whole sequence", paper),
+                       ("ours: [history; prompts], history cached", ours)):
+        step()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rows_out.append((name, (time.perf_counter() - t0) / steps))
+    tokens = np.mean([len(q) for q in seqs])
+    print(f"\nCoCo training step: {windows} windows x ({tokens:.0f} history tokens + "
+          f"{appended} soft tokens), forward + backward into the soft tokens, SmolLM2-135M "
+          f"float32\n")
+    print("| step | seconds per step | speed-up |")
+    print("|---|---:|---:|")
+    for name, secs in rows_out:
+        print(f"| {name} | {secs:.3f} | {rows_out[0][1] / secs:.2f}x |")
+    print(f"| (ours, once per window: the history's pass) | {prefix_s:.3f} | |")
 
 
 def adapter_training(ml100k: str, n: int) -> None:

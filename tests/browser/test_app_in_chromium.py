@@ -78,6 +78,7 @@ READY = {  # an element each page shows only once its script has run
     "Gating": ".js-plotly-plot",
     "Reasoning": ".js-plotly-plot",
     "Collaborative weights": ".js-plotly-plot",
+    "Prompt pool": ".js-plotly-plot",
 }
 
 
@@ -127,6 +128,7 @@ def test_every_page_renders_without_errors(server, page):
     open_page(page, f"{server}/Reasoning", "Reasoning", "reasoning")
     open_page(page, f"{server}/Collaborative_weights", "Collaborative weights",
               "collaborative_weights")
+    open_page(page, f"{server}/Prompt_pool", "Prompt pool", "prompt_pool")
 
 
 def test_router_slider_changes_the_metrics(server, page):
