@@ -104,8 +104,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "demo": Profile(
         name="demo",
-        description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR, LLM-CF and "
-                    "CoRA; ~30 min on 2 CPU cores with native bf16, ~55 min without",
+        description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR, LLM-CF, "
+                    "CoRA and CoCo; ~35 min on 2 CPU cores with native bf16, ~1 h without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         # LoRA in the top 4 layers trains 2.3x more prompts per second on 2 cores and
@@ -124,15 +124,16 @@ PROFILES: dict[str, Profile] = {
             # the 700 analysed prompts are reused, so CoRA runs only the top layers on them
             _cora({"embed_dim": 16}, train_samples=128, epochs=2,
                   collab=CollabConfig(top_layers=4)),
-            # 64 training windows of up to 64 samples (~3,700 samples), one LLM pass per
-            # window; the analysed samples fall in ~300 windows
+            # 96 training windows of up to 128 samples (~7,100 samples), one LLM pass per
+            # window; the 700 analysed samples fall in ~240 windows
             _coco({"embed_dim": 16})),
         maps=MapConfig(),
         # estimated for 2 cores without native bf16: 45 min measured before CoRA, which adds
         # ~9 min (its MF, 128 prompts' frozen states, two trainings, five scorings of the
         # 700 analysed samples' top layers; measured 29 min alone with every frozen state
-        # computed here and the machine shared)
-        typical_seconds=3300.0,
+        # computed here and the machine shared); CoCo adds ~5 min (its 340 window histories'
+        # pass, four trainings, five scorings)
+        typical_seconds=3600.0,
     ),
     "full": Profile(
         name="full",

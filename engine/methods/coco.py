@@ -81,6 +81,9 @@ class CoCoConfig:
     head_lr: float = 1e-2  # decoupling and fusion: the zero head must grow before anything
     # upstream gets a gradient, in a few dozen steps
     lora_lr: float = 1e-3
+    # keep, per phase, the epoch (0: the phase's starting point, for phase 1 the CRM itself)
+    # with the best AUC on the analysed valid samples, as the CRMs' early stopping does
+    select_on_valid: bool = True
     ortho_weight: float = 0.1
     vq_weight: float = 1.0
     analyse_valid: int = 200
@@ -235,6 +238,7 @@ class CoCo(Method):
         self._add_lora()
         self.parts_: dict[str, CoCoParts] = {}
         self.prompts_state_: dict[str, tuple] = {}  # each variant's modules after phase 1
+        self.chosen_epochs_: dict[str, int] = {}  # "<variant>:<phase>" -> epoch kept
         for spec in self._specs():
             t0 = time.perf_counter()
             self.parts_[spec.key] = self._train_variant(spec)
@@ -347,6 +351,7 @@ class CoCo(Method):
         pool = PromptPool(pool_config, self.user_dim_, hidden, self.token_norm_)
         pool.init_codes(self.user_vectors(np.unique(self.train_windows_.users)), cfg.seed)
         decoupler = Decoupler(hidden, cfg.width, cfg.heads, spec.decoupling)
+        decoupler.standardise(torch.cat([p.final for p in self.train_prefix_]))
         fusion = Fusion(self.crm_hidden_.shape[1], cfg.width)
         return CoCoParts(spec, pool, decoupler, fusion)
 
@@ -454,6 +459,7 @@ class CoCo(Method):
         windows = self.train_windows_
         step = 0
         stage = f"{parts.spec.key}:{phase}"
+        best = self._checkpoint(parts, stage, step, 0, None)
         for epoch in range(epochs):
             order = rng.permutation(len(windows))
             starts = range(0, len(order), cfg.window_batch)
@@ -477,17 +483,43 @@ class CoCo(Method):
                                "value": perplexity},
                               {"stage": stage, "epoch": step, "metric": "dead_codes",
                                "value": float(dead)}]
+            best = self._checkpoint(parts, stage, step, epoch + 1, best)
+        if best is not None:  # back to the best epoch on valid
+            for module, state in zip(parts.modules(), best[2]):
+                module.load_state_dict(state)
+            if best[3] is not None:
+                self.llm_.load_lora_state(best[3])
+        self.chosen_epochs_[stage] = best[1] if best is not None else epochs
         for p in parts.pool.parameters():
             p.requires_grad_(False)
 
+    def _checkpoint(self, parts: CoCoParts, stage: str, step: int, epoch: int,
+                    best: tuple | None) -> tuple | None:
+        """Log the analysed valid samples' AUC now and return the better of (auc, epoch,
+        module states, LoRA state) and `best` (None when select_on_valid is off)."""
+        if not self.config.select_on_valid:
+            return None
+        probs, _ = self.score(parts, ("valid",), load_lora=False)
+        value = auc(self.task_.labels[self.rows_["valid"]], probs["valid"])
+        self.log_.append({"stage": stage, "epoch": step, "metric": "valid_auc",
+                          "value": float(value)})
+        if best is not None and not value > best[0]:
+            return best
+        lora = ({k: v.clone() for k, v in self.llm_.lora_state().items()}
+                if self.lora_params_ else None)
+        return (value, epoch, [copy.deepcopy(m.state_dict()) for m in parts.modules()], lora)
+
     @torch.no_grad()
-    def score(self, parts: CoCoParts) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def score(self, parts: CoCoParts, splits: tuple[str, ...] = EVAL_SPLITS,
+              load_lora: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """P(click) of every analysed sample (aligned with rows_[split]) and, per sample, its
-        window's selection and the fusion's attention."""
-        self._use_lora(parts.lora)
+        window's selection and the fusion's attention; with load_lora False the LLM keeps the
+        LoRA weights it has now (validation during training)."""
+        if load_lora:
+            self._use_lora(parts.lora)
         probs, trace = {}, {}
         size = 2 * self.config.window_batch
-        for split in EVAL_SPLITS:
+        for split in splits:
             windows, prefixes = self.eval_windows_[split], self.eval_prefix_[split]
             out = pd.Series(np.nan, index=self.rows_[split])
             frames = []
@@ -622,7 +654,8 @@ class CoCo(Method):
         per_1k = 1e6 * scoring / max(n, 1) / max(len(self.parts_), 1)
         base = {"config": plain_config(asdict(cfg)), "train_windows": len(self.train_windows_),
                 "train_samples": int(sum(len(r) for r in self.train_windows_.rows)),
-                "eval_windows": n_windows, "token_norm": self.token_norm_}
+                "eval_windows": n_windows, "token_norm": self.token_norm_,
+                "chosen_epochs": dict(self.chosen_epochs_)}
         out = []
         for key, parts in self.parts_.items():
             seconds = self.stage_seconds_.get(f"train {key}", 0.0)

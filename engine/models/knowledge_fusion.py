@@ -28,14 +28,25 @@ class Decoupler(nn.Module):
         if mode not in DECOUPLINGS:
             raise ValueError(f"mode must be one of {DECOUPLINGS}, got {mode!r}")
         self.mode = mode
+        # per-dimension standardisation of the LLM's states (set from training windows by
+        # `standardise`): a causal LM's final states carry a few massive dimensions (SmolLM2:
+        # one of ~50 on every token, the rest ~1) that would otherwise swamp the keys
+        self.register_buffer("shift", torch.zeros(hidden))
+        self.register_buffer("scale", torch.ones(hidden))
         self.keys = nn.Linear(hidden, width)
         if mode == "attention":
             self.queries = nn.Linear(hidden, width)
             self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
 
+    @torch.no_grad()
+    def standardise(self, states: torch.Tensor) -> None:
+        """Fix the per-dimension mean and std from sample states (N, H)."""
+        self.shift.copy_(states.mean(0))
+        self.scale.copy_(states.std(0).clamp(min=1e-4))
+
     def forward(self, queries: torch.Tensor, states: torch.Tensor, state_mask: torch.Tensor
                 ) -> torch.Tensor:
-        keys = self.keys(states)
+        keys = self.keys((states - self.shift) / self.scale)
         if self.mode == "mean":
             m = state_mask[..., None].to(keys.dtype)
             return ((keys * m).sum(1) / m.sum(1).clamp(min=1.0))[:, None]

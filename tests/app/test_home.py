@@ -19,7 +19,7 @@ def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path):
     assert "No runs" in at.info[0].value
     assert "python -m engine run" in at.info[0].value
     assert at.button(key="home_start_demo").label.startswith("Start the demo run")
-    assert any("about 55 min (the profile's typical time" in c.value for c in at.caption)
+    assert any("about 1 h (the profile's typical time" in c.value for c in at.caption)
 
 
 def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):

@@ -33,7 +33,7 @@ def config(tiny_llama_dir):
     return CoCoConfig(crm_options=CRM, window=8, train_windows=12, window_batch=4,
                       prompt_epochs=2, lora_epochs=1, lora_top_layers=1, width=16, heads=2,
                       lr=1e-2, lora_lr=1e-2, analyse_valid=6, analyse_test=10,
-                      history_items=3, k_sweep=(4,),
+                      history_items=3, k_sweep=(4,), select_on_valid=False,
                       pool=PoolConfig(size=6, max_selected=3, shared_tokens=2, theta=0.2),
                       llm=LLMConfig(model=str(tiny_llama_dir), batch_size=4, max_length=128,
                                     score_dtype="float32"))
@@ -179,3 +179,24 @@ def test_the_llm_weights_stay_frozen(fitted, tiny_llama_dir):
     for name, tensor in fresh.items():
         key = name if name in base else name.replace(".weight", ".base_layer.weight")
         assert torch.equal(base[key], tensor), name
+
+
+def test_each_phase_keeps_its_best_epoch_on_valid(task, config, crm_run):
+    import dataclasses
+
+    method = CoCo("coco", dataclasses.replace(config, select_on_valid=True, variants=(),
+                                              k_sweep=(), prompt_epochs=3), TRAIN)
+    method.use_artifacts(crm_run.artifacts())
+    method.fit(task)
+    log = method.results()[0].training_log
+    for stage in ("coco:prompts", "coco:lora"):
+        valid = log[(log["stage"] == stage) & (log["metric"] == "valid_auc")]["value"]
+        assert len(valid) == (4 if stage == "coco:prompts" else 2)  # epoch 0 and each epoch
+        chosen = method.chosen_epochs_[stage]
+        assert valid.iloc[chosen] == valid.max()
+    # the kept state is what is scored: its valid AUC is the last phase's best
+    kept = log[(log["stage"] == "coco:lora") & (log["metric"] == "valid_auc")]["value"].max()
+    from engine.metrics import auc
+
+    assert auc(task.labels[method.rows_["valid"]], method.scores_["coco"]["valid"]) == \
+        pytest.approx(kept, abs=1e-12)

@@ -115,3 +115,14 @@ def test_helped_compares_the_two_losses_per_sample():
     labels = torch.tensor([1.0, 1.0, 0.0])
     mask = helped(torch.tensor([2.0, -2.0, -2.0]), torch.zeros(3), labels)
     assert mask.tolist() == [True, False, True]
+
+
+def test_decoupling_standardises_massive_dimensions():
+    torch.manual_seed(0)
+    decoupler = Decoupler(hidden=16, width=8, heads=2)
+    states = torch.randn(2, 7, 16)
+    states[..., 3] += 50.0  # one massive dimension on every token, as SmolLM2's final states
+    decoupler.standardise(states.reshape(-1, 16))
+    assert float(decoupler.shift[3]) == pytest.approx(50.0, abs=1.0)
+    normed = (states - decoupler.shift) / decoupler.scale
+    assert normed.reshape(-1, 16).std(0).sub(1).abs().max() < 1e-4
