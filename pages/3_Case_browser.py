@@ -158,15 +158,20 @@ def retrieved_examples(sample: int) -> None:
             st.switch_page("pages/6_Reasoning.py")
 
 
+def sample_row(table: str, sample: int) -> pd.Series | None:
+    """The sample's row of a per-sample diagnostics table (its first method's), if any."""
+    frame = catalog[table]
+    if frame is None:
+        return None
+    rows = frame[frame["sample_id"] == sample]
+    return None if rows.empty else rows.iloc[0]
+
+
 def generated_weights(sample: int) -> None:
     """What CoRA's weights generated for this (user, item) did to the LLM's answer."""
-    deltas = catalog["deltas"]
-    if deltas is None:
+    row = sample_row("deltas", sample)
+    if row is None:
         return
-    row = deltas[deltas["sample_id"] == sample]
-    if row.empty:
-        return
-    row = row.iloc[0]
     with st.expander(f"Generated weights for sample #{sample} ({plain(row['method'])}; CoRA)"):
         m = st.columns(4)
         m[0].metric("Base LLM P(yes)", f"{row['p_base']:.4f}")
@@ -182,13 +187,9 @@ def generated_weights(sample: int) -> None:
 
 def chosen_prompts(sample: int) -> None:
     """The soft prompts CoCo's pool chose for the sample's user, and what they did."""
-    usage = catalog["prompt_usage"]
-    if usage is None:
+    row = sample_row("prompt_usage", sample)
+    if row is None:
         return
-    row = usage[usage["sample_id"] == sample]
-    if row.empty:
-        return
-    row = row.iloc[0]
     with st.expander(f"Prompts chosen for sample #{sample} ({plain(row['method'])}; CoCo)"):
         m = st.columns(4)
         m[0].metric("CRM alone", f"{row['p_crm']:.4f}")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.formatting import number
 from ui import collab, export
-from ui.common import page_header, plain, require_run, require_table
+from ui.common import decimals, page_header, plain, require_run, require_table
 from ui.variants import method_config
 
 page_header("Collaborative weights", ":material/hub:",
@@ -80,8 +80,7 @@ with right:
     segments = collab.by_segment(frame)
     export.chart(collab.segment_figure(segments), "collab_segments")
 st.dataframe(segments, hide_index=True, key="collab_segment_table", placeholder="–",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in ("delta_norm", "abs_move", "toward_label")})
+             column_config=decimals("delta_norm", "abs_move", "toward_label"))
 export.table_csv(segments, f"{method}-segments")
 cos = frame["a_cos_mean"]
 st.caption(f"A(u, i)'s cosine to the mean A: median {number(cos.median())}, 10th percentile "
@@ -100,9 +99,8 @@ if asked is not None and asked in set(shown["sample_id"]):
     shown = shown.set_index("sample_id", drop=False).loc[
         [asked, *[i for i in shown["sample_id"] if i != asked]]].reset_index(drop=True)
 st.dataframe(shown, hide_index=True, key="collab_samples", placeholder="–",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in ("p_base", "p_cora", "move", "p_mf", "delta_norm",
-                                      "user_norm", "item_norm", "a_cos_mean")})
+             column_config=decimals("p_base", "p_cora", "move", "p_mf", "delta_norm",
+                                    "user_norm", "item_norm", "a_cos_mean"))
 export.table_csv(shown, f"{method}-samples")
 users = shown["user"].dropna().astype(str).drop_duplicates().head(500).tolist()
 if users:

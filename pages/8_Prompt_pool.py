@@ -8,7 +8,7 @@ import streamlit as st
 from engine.formatting import number
 from ui import export
 from ui import prompt_pool as pp
-from ui.common import page_header, plain, require_run, require_table
+from ui.common import decimals, page_header, plain, require_run, require_table
 from ui.variants import method_config
 
 page_header("Prompt pool", ":material/category:",
@@ -94,8 +94,7 @@ with right:
     gain = pp.auc_gain(pool)
     export.chart(pp.gain_figure(gain), "pool_gain")
 st.dataframe(gain, hide_index=True, key="pool_prompts", placeholder="–",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in ("auc_crm", "auc_coco", "gain")})
+             column_config=decimals("auc_crm", "auc_coco", "gain"))
 export.table_csv(gain, f"{method}-prompts")
 
 left, right = st.columns(2)
@@ -107,8 +106,7 @@ with right:
     segments = pp.helped_by_segment(usage)
     export.chart(pp.helped_figure(segments), "pool_helped")
 st.dataframe(segments, hide_index=True, key="pool_segments", placeholder="–",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in ("helped", "abs_move", "llm_share")})
+             column_config=decimals("helped", "abs_move", "llm_share"))
 
 st.markdown("#### Samples")
 shown = pp.sample_view(usage)
@@ -117,8 +115,7 @@ if asked is not None and asked in set(shown["sample_id"]):
     shown = shown.set_index("sample_id", drop=False).loc[
         [asked, *[i for i in shown["sample_id"] if i != asked]]].reset_index(drop=True)
 st.dataframe(shown, hide_index=True, key="pool_samples", placeholder="–",
-             column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in ("p_crm", "p_coco", "move", "top_cosine", "llm_share")})
+             column_config=decimals("p_crm", "p_coco", "move", "top_cosine", "llm_share"))
 export.table_csv(shown, f"{method}-samples")
 if len(shown):
     pick = st.selectbox("A sample's prompts", shown["sample_id"].head(500).tolist(),
@@ -129,8 +126,7 @@ if len(shown):
                 f"{number(row['p_coco'])}; the LLM's vectors took "
                 f"{number(row['llm_share'], digits=2)} of the fusion's attention.")
     st.dataframe(pp.case_prompts(row, pool), hide_index=True, key="pool_case_prompts",
-                 column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                for c in ("cosine", "weight")})
+                 column_config=decimals("cosine", "weight"))
     if st.button("Open in the case browser", key="pool_open", icon=":material/person:"):
         state["cases_query"] = str(row["user"])
         state["cases_match"] = f"user:{row['user']}"

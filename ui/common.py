@@ -32,6 +32,11 @@ def plain(text: object) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
+def decimals(*columns: str, fmt: str = "%.4f") -> dict:
+    """A dataframe column_config showing these columns with fixed decimals."""
+    return {c: st.column_config.NumberColumn(format=fmt) for c in columns}
+
+
 def runs_dir() -> Path:
     return Path(os.environ.get("DUET_RUNS_DIR", "runs"))
 
