@@ -14,7 +14,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from ui import variants
-from ui.figures import styled
+from ui.figures import rolling_lines, styled
 
 VARIANT_ORDER = ["base", "zero_pair", "shuffled_user", "crm", "mf", "cora"]
 SEGMENT_NAMES = {(False, False): "warm user · head item",
@@ -165,11 +165,5 @@ def training_curves(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_figure(curves: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for variant, group in curves.groupby("variant", sort=False):
-        smooth = group["value"].rolling(8, min_periods=1).mean()
-        fig.add_trace(go.Scatter(x=group["step"], y=smooth, mode="lines", name=variant,
-                                 hovertemplate="step %{x}: %{y:.4f}"
-                                               f"<extra>{variant}</extra>"))
-    return styled(fig, "Training BCE of the generated weights (rolling mean of 8 steps)",
-                  "step", "BCE")
+    return styled(rolling_lines(curves, "variant", 8), "Training BCE of the generated weights "
+                  "(rolling mean of 8 steps)", "step", "BCE")

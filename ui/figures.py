@@ -32,3 +32,15 @@ def inside_label_position(x: float, low: float = 0.0, high: float = 1.0) -> str:
     """Where a vertical line's label stays inside the plot: to the left of a line near the
     right edge, to its right elsewhere."""
     return "top left" if x > low + 0.6 * (high - low) else "top right"
+
+
+def rolling_lines(curves, group: str, window: int, digits: int = 4) -> go.Figure:
+    """One line per `group` value of a long frame (step, value), each smoothed by a rolling
+    mean of `window` steps (training curves); the caller styles it."""
+    fig = go.Figure()
+    for name, part in curves.groupby(group, sort=False):
+        smooth = part["value"].rolling(window, min_periods=1).mean()
+        fig.add_trace(go.Scatter(x=part["step"], y=smooth, mode="lines", name=name,
+                                 hovertemplate=f"step %{{x}}: %{{y:.{digits}f}}"
+                                               f"<extra>{name}</extra>"))
+    return fig

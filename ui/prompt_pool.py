@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from ui import variants
 from ui.collab import SEGMENT_NAMES
-from ui.figures import styled
+from ui.figures import rolling_lines, styled
 
 FEW = 20  # fewer test samples than this: a prompt's AUCs are flagged, not compared
 SPLIT_SHARES = {"share_train": "train", "share_valid": "valid", "share_test": "test"}
@@ -195,12 +195,7 @@ def gain_figure(gain: pd.DataFrame) -> go.Figure:
 
 
 def mask_figure(curves: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for stage, group in curves.groupby("stage", sort=False):
-        smooth = group["value"].rolling(4, min_periods=1).mean()
-        fig.add_trace(go.Scatter(x=group["step"], y=smooth, mode="lines", name=stage,
-                                 hovertemplate="step %{x}: %{y:.3f}"
-                                               f"<extra>{stage}</extra>"))
+    fig = rolling_lines(curves, "stage", 4, digits=3)
     fig.update_yaxes(range=[0, 1])
     return styled(fig, "Share of samples the LLM helped (gradient stopped in the LoRA phase), "
                   "rolling mean of 4 steps", "step", "mask rate")
