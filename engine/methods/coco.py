@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ from engine.methods.base import (
 )
 from engine.metrics import auc
 from engine.models import crm_config
-from engine.models.knowledge_fusion import DECOUPLINGS, Decoupler, Fusion, helped
+from engine.models.knowledge_fusion import Decoupler, Fusion, helped
 from engine.models.llm import LLM, LLMConfig, PrefixStates
 from engine.models.prompt_pool import PoolConfig, PromptPool, Selection, usage_stats
 from engine.models.trainer import TaskTensors, TrainConfig
@@ -694,8 +694,6 @@ class CoCo(Method):
 
 
 def _resized(pool: PoolConfig, size: int) -> PoolConfig:
-    from dataclasses import replace
-
     return replace(pool, size=size, max_selected=min(pool.max_selected, size))
 
 
@@ -710,5 +708,3 @@ def _description(spec: VariantSpec) -> str:
             "no_elimination": "CoCo ablation: contradiction elimination off (the LoRA "
                               "learns from every sample)"}[spec.key]
 
-
-assert set(DECOUPLINGS) >= {s.decoupling for s in SPECS.values()}

@@ -63,17 +63,20 @@ def test_bad_configuration_stops_before_training(option, value, message):
 def test_windows_hold_one_users_later_samples_and_read_only_earlier_history(task):
     windows = user_windows(task, "train", 8)
     samples = task.samples
+    idx = dict(zip(task.items["item"], task.items["idx"]))
+    ratings = task.ratings.assign(item_idx=task.ratings["item"].map(idx))
     assert sum(len(r) for r in windows.rows) == len(task.index("train"))
     for rows, first, user in zip(windows.rows, windows.first, windows.users):
         assert len(rows) <= 8 and rows[0] == first
         assert (task.sparse[rows, 0] == user).all()
         assert (samples["timestamp"].to_numpy()[rows] >= samples["timestamp"].iat[first]).all()
-        # the snapshot (first sample's history) holds none of the window's targets' ratings
-        # made later: every history item of `first` was rated before it
-        history = task.hist_items[first][task.hist_items[first] > 0]
-        later = samples["item_idx"].to_numpy()[rows[1:]]
-        assert not set(history) & set(later) or samples["timestamp"].iat[first] <= \
-            samples["timestamp"].to_numpy()[rows[1:]].min()
+        # the snapshot (the first sample's history) holds only items the user rated before
+        # that sample: none rated later, so no window sample's own or later rating
+        history = set(task.hist_items[first][task.hist_items[first] > 0].tolist())
+        mine = ratings[ratings["user"] == samples["user"].iat[first]]
+        later = mine[mine["timestamp"] > samples["timestamp"].iat[first]]
+        assert not history & set(later["item_idx"]) - set(
+            mine.loc[mine["timestamp"] <= samples["timestamp"].iat[first], "item_idx"])
     kept = analysed_rows(task, 6, 10, 0)["test"]
     subset = user_windows(task, "test", 8, kept)
     assert sorted(np.concatenate(subset.rows).tolist()) == sorted(kept.tolist())
