@@ -218,7 +218,10 @@ class PairScorer:
             weights = CollaborativeWeights(llm._backbone(), tables["users"].shape[1],
                                            CollabConfig(**{**collab,
                                                            "targets": tuple(collab["targets"])}))
-            weights.load_state_dict(self.reader.load_weights(method, f"{method}_generated_cora"))
+            # runs stored before the generator standardised its inputs lack those buffers:
+            # the identity (zero shift, unit scale) is what they were trained with
+            weights.load_state_dict({**weights.state_dict(), **self.reader.load_weights(
+                method, f"{method}_generated_cora")})
             self._generated[method] = (llm, weights.eval(), tables)
         return self._generated[method]
 

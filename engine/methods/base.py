@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from engine.data.task import CTRTask
+from engine.errors import ConfigError
 
 EVAL_SPLITS = ("valid", "test")  # splits whose per-sample outputs reach the store
 
@@ -128,7 +129,6 @@ def run_llm(choice: str, artifacts: dict[str, Any], config: Any, method: str,
     """The LLM a method uses as teacher or writer, and a line saying which: choice
     "adapter" is the LoRA adapter an earlier method of the run trained (no second
     training), "base" the base model, "auto" the adapter when the run has one."""
-    from engine.errors import ConfigError
     from engine.models.llm import LLM
 
     adapter = artifacts.get("llm_adapter")
@@ -157,6 +157,20 @@ def analysed_rows(task: CTRTask, valid: int, test: int, seed: int) -> dict[str, 
     return out
 
 
+def training_subsets(task: CTRTask, sizes: tuple[int, ...], seed: int
+                     ) -> list[np.ndarray]:
+    """Consecutive cuts of one seeded order of the training split (each sorted): the LLM
+    methods' training prompts. With the same seed, a method asking for n rows gets the first
+    n of that order, the prompts CoReLLa's LLM trainings saw, whose frozen states the run
+    already holds."""
+    train = np.random.default_rng(seed).permutation(task.index("train"))
+    if sum(sizes) > len(train):
+        raise ConfigError(f"training subsets ({' + '.join(map(str, sizes))}) exceed the "
+                          f"{len(train)} training samples")
+    cuts = np.cumsum((0, *sizes))
+    return [np.sort(train[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
 @dataclass
 class LowerStates:
     """The frozen lower layers' states of prompts (prompt -> (T, H) entering layer `split`),
@@ -168,10 +182,15 @@ class LowerStates:
     max_length: int  # prompts were cut to this many tokens
     states: dict[str, torch.Tensor]
 
-    def usable(self, model: str, split: int, max_length: int, dtype: torch.dtype) -> bool:
-        first = next(iter(self.states.values()), None)
-        return (self.model == model and self.split == split and self.max_length == max_length
-                and first is not None and first.dtype == dtype)
+    def usable(self, model: str, split: int, max_length: int) -> bool:
+        """Whether a method with trainable weights from layer `split` up may start from these
+        (running the layers from self.split to `split` once per prompt when they differ)."""
+        return (self.model == model and self.split <= split and self.max_length == max_length
+                and bool(self.states))
+
+    def of_dtype(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The states computed in `dtype` (training and scoring may differ: bf16 CPUs)."""
+        return {p: s for p, s in self.states.items() if s.dtype == dtype}
 
 
 def crm_key(model: str, model_config: Any, train: Any) -> str:

@@ -36,6 +36,7 @@ from engine.methods.base import (
     analysed_rows,
     plain_config,
     run_crm,
+    training_subsets,
 )
 from engine.models import crm_config
 from engine.models.adapter_training import batches
@@ -122,12 +123,9 @@ class CoRA(Method):
             t0 = time.perf_counter()
             sources["crm"] = self._crm_source(task)
             self.stage_seconds_["CRM embeddings"] = time.perf_counter() - t0
-        rng = np.random.default_rng(cfg.seed)
-        train = task.index("train")
-        if cfg.train_samples > len(train):
-            raise ConfigError(f"train_samples={cfg.train_samples} exceeds the {len(train)} "
-                              "training samples")
-        self.train_rows_ = np.sort(rng.choice(train, size=cfg.train_samples, replace=False))
+        # the first train_samples of the seeded order CoReLLa cuts its LLM subsets from: in a
+        # run with CoReLLa (same seed), their frozen states come with the run
+        self.train_rows_ = training_subsets(task, (cfg.train_samples,), cfg.seed)[0]
         self.rows_ = analysed_rows(task, cfg.analyse_valid, cfg.analyse_test, cfg.seed)
         self.llm_ = self._llm()
         self.lower_ = self._shared_lower()
@@ -197,17 +195,26 @@ class CoRA(Method):
         return self.llm_.n_layers - top if top else 0
 
     def _shared_lower(self) -> dict[str, torch.Tensor]:
-        """The analysed prompts' frozen states from an earlier LLM method of the run (CoReLLa
-        with LoRA in the same top layers), else an empty cache this method fills."""
+        """The frozen states of an earlier LLM method of the run (CoReLLa, LoRA in its top
+        layers: its analysed and training prompts), run up to this method's first weighted
+        layer when that is higher; else an empty cache this method fills."""
         shared = getattr(self, "artifacts_in_", {}).get("llm_lower_states")
         llm = self.config.llm
-        if self.split_ and shared is not None and shared.usable(
-                llm.model, self.split_, llm.max_length, torch.float32):
-            self.lower_source_ = (f"read from the run ({len(shared.states):,} prompts' states, "
-                                  "computed by an earlier LLM method)")
-            return shared.states
-        self.lower_source_ = "computed here"
-        return {}
+        if not (self.split_ and shared is not None
+                and shared.usable(llm.model, self.split_, llm.max_length)):
+            self.lower_source_ = "computed here"
+            return {}
+        states = shared.of_dtype(torch.float32)
+        self.lower_source_ = (f"read from the run ({len(states):,} prompts' states, computed "
+                              "by an earlier LLM method")
+        if shared.split < self.split_:
+            t0 = time.perf_counter()
+            states = self.llm_.lift_lower(states, shared.split, self.split_, progress=True)
+            self.stage_seconds_[f"layers {shared.split}-{self.split_ - 1} of the run's "
+                                f"{len(states):,} prompts"] = time.perf_counter() - t0
+            self.lower_source_ += f", run through layers {shared.split}-{self.split_ - 1} here"
+        self.lower_source_ += ")"
+        return states
 
     # --- the LLM with generated weights -----------------------------------------------------
     def _logits(self, prompts: list[str], a: torch.Tensor | None,
@@ -245,6 +252,7 @@ class CoRA(Method):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         weights = CollaborativeWeights(self.llm_._backbone(), source.dim, cfg.collab)
+        weights.generator.standardise(source.users, source.items)
         optimiser = torch.optim.AdamW(weights.parameters(), lr=cfg.lr)
         rows = self.train_rows_
         prompts = task.prompts(rows)

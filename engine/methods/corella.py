@@ -33,6 +33,7 @@ from engine.methods.base import (
     MethodResult,
     analysed_rows,
     plain_config,
+    training_subsets,
 )
 from engine.methods.crm import CRMMethod
 from engine.metrics import auc
@@ -156,13 +157,9 @@ class CoReLLa(Method):
         return self
 
     def _subsets(self, task: CTRTask) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.config.seed)
-        train = rng.permutation(task.index("train"))
-        n2, n3 = self.config.stage2_samples, self.config.stage3_samples
-        if n2 + n3 > len(train):
-            raise ConfigError(f"stage subsets ({n2} + {n3}) exceed the {len(train)} training "
-                              "samples")
-        return np.sort(train[:n2]), np.sort(train[n2:n2 + n3])
+        stage2, stage3 = training_subsets(
+            task, (self.config.stage2_samples, self.config.stage3_samples), self.config.seed)
+        return stage2, stage3
 
     def _analysed_rows(self, task: CTRTask) -> dict[str, np.ndarray]:
         cfg = self.config
@@ -268,8 +265,13 @@ class CoReLLa(Method):
             self.log_.append({"stage": stage, "epoch": step, "metric": "llm_loss",
                               "value": loss})
 
-        train_adapter(llm, llm.tokenize(task.prompts(rows_all)), task.labels[rows_all],
-                      training, desc=f"CoReLLa {stage}", on_step=log)
+        prompts = task.prompts(rows_all)
+        # the ablation and stage 3 learn from the same prompts with the same frozen layers:
+        # one cache (by prompt) serves both, and is handed to the run's later LLM methods
+        shared = self.lower_ if self._training_states_fit(llm, len(prompts)) else None
+        train_adapter(llm, llm.tokenize(prompts), task.labels[rows_all], training,
+                      desc=f"CoReLLa {stage}", on_step=log, lower=shared,
+                      keys=prompts if shared is not None else None)
 
     # --- inference -------------------------------------------------------------------------
     def _score(self, llm: LLM, task: CTRTask, what: str) -> dict[str, np.ndarray]:
@@ -301,6 +303,14 @@ class CoReLLa(Method):
         n = sum(len(r) for r in self.rows_.values())
         self.timings_[f"{what}_llm_ms_per_sample"] = 1e3 * (time.perf_counter() - t0) / n
         return out
+
+    def _training_states_fit(self, llm: LLM, n_prompts: int) -> bool:
+        """Whether the LLM-alone prompts' frozen states fit beside the analysed ones' within
+        lower_cache_mb (the run's shared cache; LoRA in the top layers only)."""
+        cfg = self.config
+        prompts = n_prompts + sum(len(r) for r in self.rows_.values())
+        return bool(cfg.lora_top_layers) and (
+            prompts * cfg.llm.max_length * llm.hidden_size * 4 <= cfg.lower_cache_mb * 2**20)
 
     def _shares_lower(self, layers: list[int]) -> bool:
         """Whether scoring may keep the frozen layers' states for both LLMs: LoRA in the top

@@ -10,7 +10,7 @@ path, unchanged (what a GPU run uses).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,13 +56,15 @@ def batches(lengths: np.ndarray, size: int, epoch: int, seed: int, length_sorted
 def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: AdapterTraining,
                   desc: str = "LLM adapter",
                   on_step: Callable[[int, float], None] | None = None,
-                  lower: dict[int, torch.Tensor] | None = None) -> list[float]:
+                  lower: dict[Hashable, torch.Tensor] | None = None,
+                  keys: Sequence[Hashable] | None = None) -> list[float]:
     """Train `llm`'s LoRA (added with add_lora(top_layers=cfg.top_layers)) on token ids and
     0/1 labels with BCE on the yes/no answer; returns the loss per step.
 
-    `lower` (index in `seqs` -> frozen layers' states) is a cache the caller may share
-    between trainings on the same prompts with the same frozen layers (the learning curve's
-    nested prompt sets); it is filled as prompts are seen and always used."""
+    `lower` (key -> frozen layers' states) is a cache the caller may share between trainings
+    on the same prompts with the same frozen layers (the learning curve's nested prompt sets,
+    CoReLLa's two LLM-alone trainings, CoRA after them); it is filled as prompts are seen and
+    always used. `keys` name each of `seqs` in it (default: the index in `seqs`)."""
     if llm.frozen_below != (llm.n_layers - cfg.top_layers if cfg.top_layers else 0):
         raise ConfigError(f"the LLM's LoRA layers do not match top_layers={cfg.top_layers}: "
                           "add_lora(top_layers=...) with the same value")
@@ -72,6 +74,9 @@ def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: Adap
     cache = cfg.top_layers > 0 and (lower is not None or (
         cfg.epochs > 1 and lengths.sum() * bytes_per_token <= cfg.cache_mb * 2**20))
     lower = {} if lower is None else lower
+    key_of = list(range(len(seqs))) if keys is None else list(keys)
+    if len(key_of) != len(seqs):
+        raise ConfigError(f"{len(key_of)} cache keys for {len(seqs)} prompts")
     optimiser = torch.optim.AdamW([p for p in llm.model.parameters() if p.requires_grad],
                                   lr=cfg.lr)
     llm.model.train()
@@ -83,10 +88,12 @@ def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: Adap
                              leave=False):
                 batch = [seqs[i] for i in rows.tolist()]
                 if cache:
-                    missing = [i for i in rows.tolist() if i not in lower]
+                    names = [key_of[i] for i in rows.tolist()]
+                    missing = [i for i, k in zip(rows.tolist(), names) if k not in lower]
                     if missing:
-                        lower.update(zip(missing, llm.lower_states([seqs[i] for i in missing])))
-                    logit, _ = llm.logit_from_lower([lower[i] for i in rows.tolist()])
+                        lower.update(zip((key_of[i] for i in missing),
+                                         llm.lower_states([seqs[i] for i in missing])))
+                    logit, _ = llm.logit_from_lower([lower[k] for k in names])
                 else:
                     logit, _ = llm.forward_ids(batch)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(

@@ -406,13 +406,32 @@ class LLM:
         hidden, _ = self._run_layers(self._backbone().embed_tokens(ids), mask, 0, split)
         return [hidden[i, :len(s)].clone() for i, s in enumerate(seqs)]
 
-    def logit_from_lower(self, states: list[torch.Tensor], start: int | None = None,
-                         keep: Sequence[int] = ()
-                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Click logits (B,) from states entering layer `start` (default: the first LoRA
-        layer; lower_states): only the layers above run (gradients flow); and the last-token
-        states of the layers in `keep` (all >= start)."""
-        start = self.frozen_below if start is None else start
+    @torch.no_grad()
+    def lift_lower(self, lower: dict[str, torch.Tensor], start: int, stop: int,
+                   batch_size: int | None = None, progress: bool = False
+                   ) -> dict[str, torch.Tensor]:
+        """Prompt -> states entering layer `start` (T, H), to the states entering layer
+        `stop`: a method with trainable weights in fewer top layers reuses another's frozen
+        states by running the layers between once per prompt (length-sorted batches)."""
+        if not 0 <= start <= stop < self.n_layers:
+            raise ConfigError(f"cannot lift frozen states from layer {start} to {stop} of "
+                              f"{self.n_layers}")
+        if start == stop:
+            return dict(lower)
+        size = batch_size or self.config.batch_size
+        todo = sorted(lower, key=lambda p: len(lower[p]))
+        out = {}
+        for first in _batches(len(todo), size, progress and len(todo) > size,
+                              f"LLM layers {start}-{stop - 1}"):
+            batch = [lower[p] for p in todo[first:first + size]]
+            hidden, mask = self._pad_states(batch)
+            lifted, _ = self._run_layers(hidden, mask, start, stop)
+            out.update((p, lifted[i, :len(x)].clone())
+                       for i, (p, x) in enumerate(zip(todo[first:first + size], batch)))
+        return out
+
+    def _pad_states(self, states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded (B, T, H) states and their (B, T) mask."""
         longest = max(len(s) for s in states)
         hidden = torch.zeros((len(states), longest, self.hidden_size), dtype=states[0].dtype,
                              device=self.device)
@@ -420,6 +439,16 @@ class LLM:
         for i, s in enumerate(states):
             hidden[i, :len(s)] = s
             mask[i, :len(s)] = 1
+        return hidden, mask
+
+    def logit_from_lower(self, states: list[torch.Tensor], start: int | None = None,
+                         keep: Sequence[int] = ()
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Click logits (B,) from states entering layer `start` (default: the first LoRA
+        layer; lower_states): only the layers above run (gradients flow); and the last-token
+        states of the layers in `keep` (all >= start)."""
+        start = self.frozen_below if start is None else start
+        hidden, mask = self._pad_states(states)
         final, kept = self._run_layers(hidden, mask, start, self.n_layers, keep)
         last = torch.tensor([len(s) - 1 for s in states], device=self.device)
         rows = torch.arange(len(states), device=self.device)

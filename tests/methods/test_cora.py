@@ -106,7 +106,7 @@ def test_the_runs_frozen_states_and_crm_are_reused_without_changing_a_number(fit
     again.use_artifacts({**crm.artifacts(), "llm_lower_states": lower})
     again.fit(task)
     assert again.lower_source_.startswith("read from the run")
-    assert again.lower_ is lower.states
+    assert all(again.lower_[p] is state for p, state in lower.states.items())  # not recomputed
     for key in fitted.scores_:
         for split in ("valid", "test"):
             np.testing.assert_array_equal(again.scores_[key][split], fitted.scores_[key][split])
@@ -114,7 +114,27 @@ def test_the_runs_frozen_states_and_crm_are_reused_without_changing_a_number(fit
         crm.model_.embedding.tables[0].weight.data_ptr()  # read, not trained again
     for other in (LowerStates("another-model", fitted.split_, 128, lower.states),
                   LowerStates(config.llm.model, fitted.split_, 64, lower.states)):
-        assert not other.usable(config.llm.model, fitted.split_, 128, torch.float32)
+        assert not other.usable(config.llm.model, fitted.split_, 128)
+
+
+def test_the_runs_states_from_a_lower_layer_are_run_up_to_corAs_layers(fitted, task, config):
+    """States entering layer 0 (the embeddings, as a method with weights in every layer
+    would share them): CoRA runs layer 0 once per prompt and scores as if it had computed
+    everything itself."""
+    llm = fitted.llm_
+    prompts = list(fitted.lower_)
+    with torch.no_grad():
+        embedded = {p: llm._backbone().embed_tokens(torch.tensor(ids))
+                    for p, ids in zip(prompts, llm.tokenize(prompts))}
+    again = CoRA("cora", dataclasses.replace(config, variants=()), TRAIN)
+    again.use_artifacts({"llm_lower_states": LowerStates(config.llm.model, 0,
+                                                         config.llm.max_length, embedded)})
+    again.fit(task)
+    assert again.lower_source_.endswith(f"run through layers 0-{fitted.split_ - 1} here)")
+    assert any(k.startswith("layers 0-") for k in again.stage_seconds_)
+    for key in ("base", "cora", "zero_pair", "shuffled_user"):
+        np.testing.assert_allclose(again.scores_[key]["test"], fitted.scores_[key]["test"],
+                                   rtol=0, atol=1e-5)
 
 
 def test_without_the_frozen_state_cache_the_numbers_stay(fitted, task, config):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,11 +164,25 @@ def test_top_layer_lora_trains_and_scores_as_its_own_llm_would(ml100k_dir, tiny_
         stage3_samples=8, llm_batch_size=4, analyse_valid=10, analyse_test=12, answers=1,
         lora_top_layers=1, llm_epochs=2, llm=llm)
     method = CoReLLa("corella", config, TrainConfig(batch_size=128, max_epochs=1)).fit(task)
-    adapter = method.artifacts()["llm_adapter"]
+    shared = method.artifacts()
+    adapter = shared["llm_adapter"]
     assert isinstance(adapter, LLMAdapter) and adapter.top_layers == 1
     assert adapter.state and all(".layers.1." in k for k in adapter.state)
     direct = adapter.load().score(task.prompts(method.rows_["test"]))
     np.testing.assert_allclose(method.p_llm_["test"], direct, rtol=0, atol=1e-6)
     assert method.lower_ == {}  # the shared states are freed after fitting
+    # the run's later LLM methods get the frozen states of the analysed prompts and of the
+    # prompts both LLM-alone trainings learnt from (computed once for the two of them)
+    states = shared["llm_lower_states"]
+    assert states.split == 1 and set(states.states) == set(
+        task.prompts(np.concatenate([method.stage3_rows_, *method.rows_.values()])))
+    # sharing them changes no number: the same fit without any frozen-state cache
+    alone = CoReLLa("corella", dataclasses.replace(config, lower_cache_mb=0),
+                    TrainConfig(batch_size=128, max_epochs=1)).fit(task)
+    assert "llm_lower_states" not in alone.artifacts()
+    for split in ("valid", "test"):
+        np.testing.assert_allclose(alone.p_llm_[split], method.p_llm_[split], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(alone.p_llm_independent_[split],
+                                   method.p_llm_independent_[split], rtol=0, atol=1e-6)
     steps = [r for r in method.log_ if r["stage"] == "stage3"]
     assert len(steps) == 2 * 2  # llm_epochs=2 over 8 prompts in batches of 4

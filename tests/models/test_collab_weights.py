@@ -168,3 +168,26 @@ def test_a_target_of_another_width_and_too_many_layers_are_refused(tiny_llama_di
 
     with pytest.raises(ConfigError, match="not the hidden width"):
         collab_weights.target_modules(llm._backbone(), ("down_proj",), 0)
+
+
+def test_standardised_inputs_let_small_embeddings_shape_a(tiny_llama_dir):
+    """MF-scale embeddings (std ~0.05, offset) barely move A(u, i) through the input layer's
+    bias; standardised with their tables' statistics they do, and the statistics travel in
+    the generator's state (the live scorer loads them)."""
+    weights = with_weights(frozen(tiny_llama_dir), cf_dim=16)
+    g = torch.Generator().manual_seed(3)
+    users = 0.3 + 0.05 * torch.randn(50, 16, generator=g)
+    items = -0.2 + 0.05 * torch.randn(40, 16, generator=g)
+
+    def spread() -> float:
+        with torch.no_grad():
+            a = weights.generator(users[:40], items).flatten(1)
+        return float(torch.nn.functional.cosine_similarity(a, a.mean(0)[None]).mean())
+
+    raw = spread()
+    weights.generator.standardise(users, items)
+    standardised = spread()
+    assert raw > 0.999 and standardised < 0.95 and 1 - standardised > 100 * (1 - raw)
+    state = weights.generator.state_dict()
+    torch.testing.assert_close(state["user_shift"], users.mean(0))
+    torch.testing.assert_close(state["item_scale"], items.std(0))
