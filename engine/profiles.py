@@ -122,7 +122,9 @@ PROFILES: dict[str, Profile] = {
             _llmcf({"embed_dim": 16}, pool_size=64, cot_tokens=48, generation_batch=16),
             # generated weights in the top 4 layers, as CoReLLa's LoRA: its frozen states of
             # the 700 analysed prompts are reused, so CoRA runs only the top layers on them
-            _cora({"embed_dim": 16}, train_samples=128, epochs=2,
+            # its 256 training prompts are the first of the order CoReLLa's LLM subsets are cut
+            # from: the 128 of CoReLLa's stage 3 among them come with their frozen states
+            _cora({"embed_dim": 16}, train_samples=256, epochs=2,
                   collab=CollabConfig(top_layers=4)),
             # 96 training windows of up to 128 samples (~7,100 samples), one LLM pass per
             # window; the 700 analysed samples fall in ~240 windows

@@ -102,6 +102,9 @@ with left:
     curves = pp.mask_curves(log)
     if len(curves):
         export.chart(pp.mask_figure(curves), "pool_mask")
+    by_segment = pp.mask_by_segment(log, "coco:lora")  # the headline's LoRA phase
+    if len(by_segment):
+        export.chart(pp.mask_segment_figure(by_segment, "coco:lora"), "pool_mask_segments")
 with right:
     segments = pp.helped_by_segment(usage)
     export.chart(pp.helped_figure(segments), "pool_helped")

@@ -99,6 +99,22 @@ def mask_curves(log: pd.DataFrame) -> pd.DataFrame:
             [["stage", "step", "value"]].reset_index(drop=True))
 
 
+def mask_by_segment(log: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The mask rate per step of one training stage, by segment of the batch's samples
+    (step, segment, value); empty for runs stored before it was logged."""
+    rows = log[(log["stage"] == stage) & log["metric"].str.startswith("mask_rate:")]
+    return pd.DataFrame({"step": rows["epoch"].to_numpy(),
+                         "segment": rows["metric"].str.removeprefix("mask_rate:").to_numpy(),
+                         "value": rows["value"].to_numpy()})
+
+
+def mask_segment_figure(curves: pd.DataFrame, stage: str) -> go.Figure:
+    fig = rolling_lines(curves, "segment", 4, digits=3)
+    fig.update_yaxes(range=[0, 1])
+    return styled(fig, f"Mask rate by segment over training ({stage}), rolling mean of 4 "
+                       "steps", "step", "mask rate")
+
+
 def codebook_log(log: pd.DataFrame, method_key: str = "coco") -> dict[str, float]:
     """The last perplexity and dead-code count of the headline's prompt phase, and the last
     values of L_Q and L_ortho."""

@@ -51,7 +51,7 @@ from engine.methods.base import (
     plain_config,
     run_crm,
 )
-from engine.metrics import auc
+from engine.metrics import auc, segment_masks
 from engine.models import crm_config
 from engine.models.knowledge_fusion import Decoupler, Fusion, helped
 from engine.models.llm import LLM, LLMConfig, PrefixStates
@@ -393,7 +393,8 @@ class CoCo(Method):
         wp = self.window_pass(parts, prefixes, windows.users)
         counts = [len(r) for r in windows.rows]
         owner = torch.from_numpy(np.repeat(np.arange(len(windows)), counts))
-        hidden, crm_logit, labels = self._features(np.concatenate(windows.rows))
+        rows = np.concatenate(windows.rows)
+        hidden, crm_logit, labels = self._features(rows)
         free = parts.decoupler(wp.queries, wp.states, wp.state_mask)
         weights = wp.weights[owner]
         if phase == "lora" and elimination:
@@ -409,7 +410,8 @@ class CoCo(Method):
             logit, _ = parts.fusion(hidden, crm_logit, free[owner], weights)
             mask = helped(logit, crm_logit, labels)
         bce = F.binary_cross_entropy_with_logits(logit, labels)
-        logs = {"bce": float(bce.detach()), "mask_rate": float(mask.float().mean())}
+        logs = {"bce": float(bce.detach()), "mask_rate": float(mask.float().mean()),
+                **self._mask_rate_by_segment(rows, mask)}
         loss = bce
         if phase == "prompts" and parts.spec.pool:
             l_q = parts.pool.vq_loss(self.user_vectors(windows.users), wp.selection)
@@ -417,6 +419,13 @@ class CoCo(Method):
             loss = loss + cfg.vq_weight * l_q + cfg.ortho_weight * l_ortho
             logs |= {"l_q": float(l_q.detach()), "l_ortho": float(l_ortho.detach())}
         return loss, logs
+
+    def _mask_rate_by_segment(self, rows: np.ndarray, mask: torch.Tensor) -> dict[str, float]:
+        """The mask rate over the batch's samples of each segment it holds
+        ("mask_rate:<segment>"): where the LLM helps as training goes."""
+        flags = segment_masks(self.task_.samples.iloc[rows])
+        return {f"mask_rate:{name}": float(mask[torch.from_numpy(m)].float().mean())
+                for name, m in flags.items() if name != "all" and m.any()}
 
     def _train_variant(self, spec: VariantSpec) -> CoCoParts:
         cfg = self.config

@@ -68,6 +68,16 @@ def test_training_log_shaping():
     summary = pp.codebook_log(log)
     assert summary["perplexity"] == 5.0 and np.isnan(summary["dead_codes"])
     assert [t.name for t in pp.mask_figure(curves).data] == ["coco:prompts", "coco:lora"]
+    by_segment = pp.mask_by_segment(pd.concat([log, pd.DataFrame({
+        "stage": ["coco:lora", "coco:lora", "coco:prompts"], "epoch": [1, 1, 1],
+        "metric": ["mask_rate:head_item", "mask_rate:long_tail_item", "mask_rate:head_item"],
+        "value": [0.5, 0.8, 0.1]})]), "coco:lora")
+    assert by_segment.to_dict("list") == {"step": [1, 1], "segment": ["head_item",
+                                                                     "long_tail_item"],
+                                          "value": [0.5, 0.8]}
+    assert [t.name for t in pp.mask_segment_figure(by_segment, "coco:lora").data] == [
+        "head_item", "long_tail_item"]
+    assert pp.mask_by_segment(log, "coco:lora").empty  # runs stored before it was logged
 
 
 def test_variant_order_puts_the_k_sweep_by_size():

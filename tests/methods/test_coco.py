@@ -170,6 +170,15 @@ def test_diagnostics_for_the_prompt_pool_page(fitted, config):
     assert {"bce", "mask_rate", "l_q", "l_ortho", "perplexity", "dead_codes"} <= set(
         log["metric"])
     assert log[log["metric"] == "mask_rate"]["value"].between(0, 1).all()
+    # per segment too, each step's rate a mean over that segment's samples of the batch:
+    # the all-sample rate lies between the head- and tail-item rates of the same step
+    lora = log[log["stage"] == "coco:lora"].pivot(index="epoch", columns="metric",
+                                                    values="value")
+    assert {"mask_rate:head_item", "mask_rate:warm_user"} <= set(lora.columns)
+    both = lora.dropna(subset=["mask_rate:head_item", "mask_rate:long_tail_item"])
+    low = both[["mask_rate:head_item", "mask_rate:long_tail_item"]].min(axis=1)
+    high = both[["mask_rate:head_item", "mask_rate:long_tail_item"]].max(axis=1)
+    assert len(both) and both["mask_rate"].between(low - 1e-9, high + 1e-9).all()
     assert set(head.weights) == {f"coco_{k}" for k in fitted.parts_}
     assert any(k.startswith("lora.") for k in head.weights["coco_coco"])
 
