@@ -79,6 +79,7 @@ READY = {  # an element each page shows only once its script has run
     "Reasoning": ".js-plotly-plot",
     "Collaborative weights": ".js-plotly-plot",
     "Prompt pool": ".js-plotly-plot",
+    "Compare": ".js-plotly-plot",
 }
 
 
@@ -129,6 +130,8 @@ def test_every_page_renders_without_errors(server, page):
     open_page(page, f"{server}/Collaborative_weights", "Collaborative weights",
               "collaborative_weights")
     open_page(page, f"{server}/Prompt_pool", "Prompt pool", "prompt_pool")
+    open_page(page, f"{server}/Compare", "Compare", "compare")
+    assert page.get_by_text("samples scored by every chosen method").count() > 0
 
 
 def test_router_slider_changes_the_metrics(server, page):

@@ -1,0 +1,107 @@
+"""Compare: which method, where, at what cost? Every chosen method on the samples all of them
+scored, per segment and CRM-entropy bucket, against its cost; two methods head to head."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine import compare
+from ui import compare as cmp
+from ui import export
+from ui.common import decimals, page_header, plain, require_run
+from ui.tables import METRIC_COLUMNS
+
+page_header("Compare", ":material/compare_arrows:",
+            "The methods side by side on the same samples: each stores probabilities for the "
+            "rows it scored (the CRMs every test sample, the LLM methods an analysed subset), "
+            "so every number here is computed on the rows all chosen methods share.")
+reader = require_run()
+mtime = reader.path.stat().st_mtime
+state = st.session_state
+
+
+@st.cache_data(show_spinner="Reading every method's predictions…", max_entries=4)
+def load(run_id: str, mtime: float, split: str, _reader) -> dict:
+    return {"predictions": _reader.predictions(split), "samples": _reader.samples(split),
+            "methods": _reader.methods()}
+
+
+split = st.radio("Split", ["test", "valid"], horizontal=True, key="compare_split")
+data = load(reader.run_id, mtime, split, reader)
+stored = [m for m in data["methods"]["method"] if m in data["predictions"]]
+missing = compare.missing_hybrids(stored)
+if missing:
+    st.info(f"This run has no {', '.join(missing)}: a run of the demo profile holds all five "
+            "methods (`python -m engine run --profile demo`).", icon=":material/info:")
+if not stored:
+    st.warning("This run stored no predictions to compare.")
+    st.stop()
+
+chosen = st.multiselect("Methods (each hybrid's stored variants are in the list too)", stored,
+                        default=cmp.default_methods(stored), key="compare_methods")
+if not chosen:
+    st.info("Choose at least one method.")
+    st.stop()
+crms = [m for m in chosen if compare.family(m) == "crm"]
+reference = st.selectbox("Entropy buckets from", crms or [None], key="compare_reference",
+                         help="the CRM whose uncertainty (binary entropy of its P(click)) "
+                              "splits the samples into quartiles, as CoReLLa's router does",
+                         format_func=lambda m: "no CRM chosen" if m is None else m)
+common = compare.same_samples(data["predictions"], data["samples"], chosen)
+if common.empty:
+    st.warning("The chosen methods share no scored sample in this split.")
+    st.stop()
+fewest = min(int(data["predictions"][m].notna().sum()) for m in chosen)
+st.caption(f"**{len(common):,}** samples scored by every chosen method (of "
+           f"{len(data['predictions']):,} in {split}; the fewest any chosen method scored: "
+           f"{fewest:,}). ⚠ marks a cell with few samples or one class.")
+
+long = compare.metrics(common, chosen, reference)
+costs = compare.costs(data["methods"])
+
+st.markdown("#### Overall, with what each costs")
+table = cmp.overall_table(long, costs)
+st.dataframe(table, hide_index=True, key="compare_table", column_config=METRIC_COLUMNS)
+export.table_csv(table, "compare-overall")
+
+st.markdown("#### AUC per segment and CRM-entropy bucket")
+segments = cmp.segment_table(long, "auc")
+st.dataframe(segments, hide_index=True, key="compare_segments")
+export.table_csv(segments, "compare-segments")
+
+st.markdown("#### Quality against cost")
+cost = st.radio("Cost", list(cmp.COST_AXES), horizontal=True, key="compare_cost",
+                format_func=lambda c: cmp.COST_AXES[c][0])
+points = cmp.frontier(long, costs, cost)
+export.chart(cmp.frontier_figure(points, cost), "compare_frontier")
+st.dataframe(points, hide_index=True, key="compare_points", placeholder="–",
+             column_config=decimals("quality") | decimals("cost", fmt="%.1f"))
+
+st.markdown("#### Two methods head to head")
+if len(chosen) < 2:
+    st.info("Choose two or more methods to put two of them head to head.")
+    st.stop()
+left, right = st.columns(2)
+a = left.selectbox("Method A", chosen, index=0, key="compare_a")
+b = right.selectbox("Method B", chosen, index=len(chosen) - 1, key="compare_b")
+if a == b:
+    st.info("Pick two different methods.")
+    st.stop()
+duel = compare.head_to_head(common, a, b, reference)
+st.markdown(plain(cmp.wins_summary(duel, a, b)))
+export.chart(cmp.head_to_head_figure(duel, a, b), "compare_duel")
+st.dataframe(duel, hide_index=True, key="compare_duel_table", placeholder="–",
+             column_config=decimals("auc_a", "auc_b", "gap", "se"))
+
+st.markdown(f"##### Where {plain(a)} and {plain(b)} disagree most")
+worst = compare.disagreements(common, a, b, k=25)
+st.dataframe(worst, hide_index=True, key="compare_disagreements", placeholder="–",
+             column_config=decimals(a, b, "gap"))
+export.table_csv(worst, "compare-disagreements")
+if len(worst):
+    pick = st.selectbox("Open a user's case", worst["user"].astype(str).drop_duplicates(),
+                        key="compare_open_user")
+    if st.button("Open in the case browser", key="compare_open", icon=":material/person:"):
+        state["cases_query"] = pick
+        state["cases_match"] = f"user:{pick}"
+        st.switch_page("pages/3_Case_browser.py")
