@@ -9,7 +9,13 @@ from ui import export
 from ui.common import cached_runs, page_header, plain, require_run, runs_dir
 from ui.demo_run import demo_run_panel
 from ui.glossary import TERMS
-from ui.tables import METRIC_COLUMNS, dataset_summary, metrics_table, segment_table
+from ui.tables import (
+    METRIC_COLUMNS,
+    dataset_summary,
+    metrics_table,
+    same_sample_metrics,
+    segment_table,
+)
 
 page_header("Duet", ":material/join:", "A conventional recommender and a language model, side "
             "by side: what each method buys, where, and at what cost.")
@@ -43,9 +49,11 @@ st.dataframe(headline, hide_index=True, key="home_metrics", column_config=METRIC
 if headline["Note"].str.len().gt(0).any():
     st.caption(f"n/a: the metric is undefined on these samples. {LOW_HELP}")
 export.table_csv(headline, f"{info['run_id']}-{split}-metrics")
-st.caption("Methods with an LLM score a seeded subset of the split (the Samples column): the "
-           "LLM is the costly part. The router lab compares CRM, LLM and the routed mix on "
-           "exactly the same samples. Every name and term is in the sidebar's Glossary.")
+st.caption(f"Every row is on the same {same_sample_metrics(reader, split)[1]:,} {split} samples: "
+           "those all methods scored (the LLM methods score a seeded subset of the split, the "
+           "LLM being the costly part; the CRMs score all of it). The Compare page picks "
+           "methods, adds CRM-entropy buckets, costs and head-to-head wins. Every name and "
+           "term is in the sidebar's Glossary.")
 
 st.markdown("#### Per segment")
 metric = st.selectbox("Metric", list(METRIC_NAMES), key="home_metric",

@@ -83,7 +83,10 @@ def _run(args: argparse.Namespace) -> int:
     outcome = run(request)
     print(f"\nrun {outcome.run_id} -> {outcome.path}")
     print(format_stages(outcome.stages))
-    print(format_metrics(outcome.metrics, outcome.results))
+    from engine.store import open_run
+
+    with open_run(args.out, outcome.run_id) as reader:
+        print(same_sample_report(reader))
     return 0
 
 
@@ -92,11 +95,15 @@ def format_stages(stages: list[tuple[str, float, str]]) -> str:
     return stage_table(frame).to_string(index=False)
 
 
-def format_metrics(metrics: pd.DataFrame, results: list) -> str:
-    """Test metrics per method (overall) plus AUC per segment."""
-    test = metrics[metrics["split"] == "test"]
-    cost = pd.DataFrame({r.name: r.cost for r in results}).T
-    return metrics_report(test, cost.apply(pd.to_numeric, errors="coerce"), "test")
+def same_sample_report(reader) -> str:
+    """Test metrics of every method on the samples all of them scored (the CRMs score every
+    test sample, the LLM methods an analysed subset), AUC per segment, and the costs."""
+    from engine.compare import run_metrics
+
+    long, n = run_metrics(reader, "test")
+    cost = reader.methods().set_index("method")
+    return (f"on the {n:,} test samples every method scored (engine.compare; each method's "
+            "own rows are in the app's stored metrics)\n" + metrics_report(long, cost, "test"))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -117,8 +124,7 @@ def _show(args: argparse.Namespace) -> int:
 
     # verify: read every value, so a damaged file says so instead of a half-printed table
     with open_run(args.out, args.run_id, verify=True) as reader:
-        cost = reader.methods().set_index("method")
-        print(metrics_report(reader.metrics("test"), cost, "test"))
+        print(same_sample_report(reader))
     return 0
 
 

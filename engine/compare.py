@@ -185,3 +185,17 @@ def disagreements(common: pd.DataFrame, a: str, b: str, k: int = 20) -> pd.DataF
     closer_b = np.abs(out[b].to_numpy() - label) < np.abs(out[a].to_numpy() - label)
     out["closer"] = np.where(closer_b, b, a)
     return out.reset_index(drop=True)
+
+
+def run_metrics(reader, split: str = "test", methods: list[str] | None = None
+                ) -> tuple[pd.DataFrame, int]:
+    """Every stored method (or `methods`) of a run (engine.store.RunReader) on the samples
+    all of them scored in `split`: the long metrics frame and that sample count. A method
+    that scored no sample of the split is left out rather than emptying the table."""
+    predictions = reader.predictions(split)
+    if predictions.empty:
+        return pd.DataFrame(columns=["method", "segment", "metric", "value", "n", "n_pos"]), 0
+    names = [m for m in (methods or reader.methods()["method"].tolist())
+             if m in predictions and predictions[m].notna().any()]
+    common = same_samples(predictions, reader.samples(split), names)
+    return metrics(common, names), len(common)

@@ -126,6 +126,9 @@ def test_cli_run_list_show(tmp_path, ml100k_dir, capsys):
     assert main(["show", "cli-run", "--out", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "AUC" in shown and "dcnv2" in shown
+    with open_run(out, "cli-run") as r:
+        n_test = int((r.samples()["split"] == "test").sum())
+    assert f"on the {n_test:,} test samples every method scored" in shown
     # --if-missing sees the run of this dataset and profile and does nothing
     assert main(["run", "--path", str(ml100k_dir), "--profile", "smoke", "--out", str(out),
                  "--if-missing"]) == 0

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine import compare
 from engine import formatting as fmt
 from engine.formatting import LOW_HELP, METRIC_NAMES, metric_cells
 from engine.metrics import metric_caveat
@@ -60,11 +61,25 @@ def dataset_summary(summary: dict[str, float]) -> list[tuple[str, str, str | Non
             for key, label, format_value, help_text in SUMMARY_FIELDS if key in summary]
 
 
+@st.cache_data(show_spinner="Scoring every method on the samples all of them scored…",
+               max_entries=8)
+def _same_samples(run_id: str, mtime: float, split: str, _reader: RunReader
+                  ) -> tuple[pd.DataFrame, int]:
+    return compare.run_metrics(_reader, split)
+
+
+def same_sample_metrics(reader: RunReader, split: str) -> tuple[pd.DataFrame, int]:
+    """Every method's metrics on the samples all methods scored in `split` (long frame, as
+    RunReader.metrics) and their count; cached per run file."""
+    return _same_samples(reader.run_id, reader.path.stat().st_mtime, split, reader)
+
+
 def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
-    """One row per method, every cell display text: the metrics ("n/a (one class in test)"
-    where undefined, a mark where shaky), samples, a note, the costs with units and what the
-    method is; best AUC first."""
-    long = reader.metrics(split, "all")
+    """One row per method on the samples every method scored, every cell display text: the
+    metrics ("n/a (one class in test)" where undefined, a mark where shaky), samples, a note,
+    the costs with units and what the method is; best AUC first."""
+    long, _ = same_sample_metrics(reader, split)
+    long = long[long["segment"] == "all"]
     if long.empty:
         return pd.DataFrame()
     cells = metric_cells(long, "method", "metric", split).reindex(
@@ -91,8 +106,9 @@ def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
 
 
 def segment_table(reader: RunReader, split: str, metric: str) -> pd.DataFrame:
-    """Methods x segments of one metric, as display text; each column names its size."""
-    long = reader.metrics(split)
+    """Methods x segments of one metric on the samples every method scored, as display text;
+    each column names its size."""
+    long, _ = same_sample_metrics(reader, split)
     long = long[long["metric"] == metric]
     if long.empty:
         return pd.DataFrame()

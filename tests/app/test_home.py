@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
+from engine import compare
 from engine.store import open_run
 from tests.app.format_rules import table_problems
 from tests.app.pages import open_page
@@ -22,6 +24,16 @@ def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path):
     assert any("about 1 h (the profile's typical time" in c.value for c in at.caption)
 
 
+def same_sample_table(reader, split: str) -> pd.DataFrame:
+    """method x metric (and n) on the samples every method scored."""
+    long, n = compare.run_metrics(reader, split)
+    overall = long[long["segment"] == "all"]
+    table = overall.pivot(index="method", columns="metric", values="value")
+    table["n"] = overall.groupby("method")["n"].max()
+    assert set(table["n"]) == {n}  # one sample set for every method
+    return table
+
+
 def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):
     at = run_app(monkeypatch, smoke_store)
     assert at.selectbox(key="sidebar_run").value == "smoke-run"
@@ -29,12 +41,16 @@ def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):
     figures = {m.label: m.value for m in at.metric}
     with open_run(smoke_store, "smoke-run") as reader:
         expected = reader.summary()
-        metrics = reader.metrics_table("test", "all").set_index("method")
+        metrics = same_sample_table(reader, "test")
     assert figures["Samples"] == f"{expected['samples']:,.0f}"
     assert figures["Click rate"] == f"{100 * expected['click_rate']:.1f}%"
     assert figures["Items with text"] == "100.0%"
     table = at.dataframe[0].value.set_index("Method")
     assert {"dcnv2", "deepfm", "corella", "corella_no_align"} <= set(table.index)
+    # the CRMs on the analysed subset the LLM methods scored, like every other row (smoke:
+    # 32 of the test split), and the caption says so
+    assert set(table["Samples"]) == {"32"}
+    assert any("on the same 32 test samples" in c.value for c in at.caption)
     for method in table.index:  # display text: 4 decimals, a mark where the n is low
         assert table.loc[method, "AUC"].split()[0] == f"{metrics.loc[method, 'auc']:.4f}"
         assert table.loc[method, "ECE"].split()[0] == f"{metrics.loc[method, 'ece']:.4f}"
@@ -67,7 +83,7 @@ def test_switching_split_and_metric(monkeypatch, smoke_store):
     at = run_app(monkeypatch, smoke_store)
     at.radio(key="home_split").set_value("valid").run()
     with open_run(smoke_store, "smoke-run") as reader:
-        valid = reader.metrics_table("valid", "all").set_index("method")
+        valid = same_sample_table(reader, "valid")
     table = at.dataframe[0].value.set_index("Method")
     assert table.loc["dcnv2", "AUC"].split()[0] == f"{valid.loc['dcnv2', 'auc']:.4f}"
     at.selectbox(key="home_metric").set_value("logloss").run()
