@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.formatting import number
+from engine.metrics import auc
 from ui import collab, export
 from ui.common import decimals, page_header, plain, require_run, require_table
 from ui.variants import method_config
@@ -43,8 +44,9 @@ cols[0].metric("CoRA AUC", number(aucs.get(method)),
                help="test AUC on the analysed samples")
 cols[1].metric("Base LLM AUC", number(aucs.get(f"{method}_base")),
                help="the same LLM and prompts without generated weights")
-cols[2].metric("MF alone AUC", number(aucs.get(f"{method}_mf")),
-               help="the collaborative model CoRA reads, on every test sample")
+test = frame[frame["split"] == "test"]
+cols[2].metric("MF alone AUC", number(auc(test["label"].to_numpy(), test["p_mf"].to_numpy())),
+               help="the collaborative model CoRA reads, on the same analysed test samples")
 cols[3].metric("Training prompts", f"{config.get('train_samples', 0):,}",
                help=f"x {inner.get('epochs', '?')} epochs; only the generator and P learn")
 collab_cfg = inner.get("collab", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from engine.store import open_run
 from tests.app.format_rules import table_problems
@@ -82,6 +83,8 @@ def test_the_page_on_the_smoke_run(monkeypatch, smoke_store):
     auc = metrics[(metrics["method"] == "cora") & (metrics["segment"] == "all")
                   & (metrics["metric"] == "auc")]["value"].iloc[0]
     assert values["CoRA AUC"] == f"{auc:.4f}"
+    test = deltas[deltas["split"] == "test"]  # MF on the same analysed samples as CoRA
+    assert values["MF alone AUC"] == f"{roc_auc_score(test['label'], test['p_mf']):.4f}"
     assert values["Layers with weights"] == "top 4"
     variants = next(d.value for d in at.dataframe if "variant" in d.value.columns)
     assert set(variants["variant"]) == {"base", "zero_pair", "shuffled_user", "crm", "mf",
