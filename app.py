@@ -7,6 +7,7 @@ import streamlit as st
 from engine.formatting import LOW_HELP, LOW_MARK, METRIC_NAMES, duration, stage_table
 from ui import export
 from ui.common import cached_runs, page_header, plain, require_run, runs_dir
+from ui.compare import run_report_sections
 from ui.demo_run import demo_run_panel
 from ui.glossary import TERMS
 from ui.tables import (
@@ -70,9 +71,11 @@ figures = st.session_state.get(export.REPORT_KEY, {})
 st.download_button(
     "Download the run report (HTML)", key="home_report", on_click="ignore",
     icon=":material/description:", file_name=f"duet-{info['run_id']}.html", mime="text/html",
-    data=lambda: export.report_html(info["run_id"], headline, figures).encode(),
-    help=f"The headline table and the {len(figures)} charts you have opened in this session "
-         "(open the router lab or the maps first to include theirs).")
+    data=lambda: export.report_html(info["run_id"], headline, figures,
+                                    run_report_sections(reader, split)).encode(),
+    help=f"The headline table, a section per method with its variants per segment and the "
+         f"quality-vs-cost front, and the {len(figures)} charts you have opened in this "
+         "session (open the router lab or the maps first to include theirs).")
 
 with st.expander("Stage timings"):
     st.dataframe(stage_table(reader.stages()), hide_index=True, key="home_stages")

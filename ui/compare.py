@@ -133,3 +133,44 @@ def wins_summary(table: pd.DataFrame, a: str, b: str) -> str:
     ties = solid.loc[solid["winner"] == "tie", "segment"].tolist()
     return (f"{a} wins in {listed(a)}; {b} wins in {listed(b)}; within one standard error "
             f"in {', '.join(ties) if ties else 'no segment'}.")
+
+
+def report_sections(predictions: pd.DataFrame, samples: pd.DataFrame, methods: pd.DataFrame,
+                    segments: list[str]) -> dict[str, tuple[str, go.Figure]]:
+    """The run report's part built from the store alone (whatever pages were opened): the
+    quality-vs-inference-cost front of the CRMs and headlines, then one section per method
+    of the five the run holds with its variants beside the run's first CRM per segment, each
+    on the samples all of them scored. key -> (section title, figure)."""
+    from ui.variants import variants_figure
+
+    stored = [m for m in methods["method"] if m in predictions and predictions[m].notna().any()]
+    crms = [m for m in stored if compare.family(m) == "crm"]
+    costs = compare.costs(methods)
+    out: dict[str, tuple[str, go.Figure]] = {}
+    chosen = default_methods(stored)
+    if chosen:
+        common = compare.same_samples(predictions, samples, chosen)
+        points = frontier(compare.metrics(common, chosen), costs, "infer_ms_per_1k")
+        out["report_frontier"] = ("Compare: quality against inference cost",
+                                  frontier_figure(points, "infer_ms_per_1k"))
+    for name in compare.HYBRIDS:
+        variants = [m for m in stored if compare.family(m) == name]
+        if not variants:
+            continue
+        names = crms[:1] + variants
+        common = compare.same_samples(predictions, samples, names)
+        long = compare.metrics(common, names)
+        rows = long[long["metric"] == "auc"].assign(variant=lambda f: f["method"])
+        title = f"{name}: its variants and {crms[0] if crms else 'no CRM'} per segment " \
+                f"(AUC on the same {len(common):,} samples)"
+        out[f"report_{name}"] = (name, variants_figure(rows, segments, title))
+    return out
+
+
+def run_report_sections(reader, split: str) -> dict[str, tuple[str, go.Figure]]:
+    """report_sections of a run (engine.store.RunReader); the home page builds them only when
+    the report is downloaded."""
+    from ui.export import SEGMENTS
+
+    return report_sections(reader.predictions(split), reader.samples(split), reader.methods(),
+                           SEGMENTS)

@@ -109,13 +109,15 @@ def _title(fig: go.Figure) -> str:
     return text or ""
 
 
-def report_html(run_id: str, headline: pd.DataFrame, figures: dict[str, tuple[str, str]]
-                ) -> str:
-    """One self-contained HTML file: the headline table, then every remembered chart."""
+def report_html(run_id: str, headline: pd.DataFrame, figures: dict[str, tuple[str, str]],
+                sections: dict[str, tuple[str, go.Figure]] | None = None) -> str:
+    """One self-contained HTML file: the headline table, the sections built from the store
+    (the methods side by side, one per method), then every chart remembered this session."""
     parts = [f"<h1>Duet run {html.escape(run_id)}</h1>", "<h2>Headline</h2>",
              headline.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
     first = True
-    for key, (title, fig_json) in figures.items():
+    stored = {key: (title, fig.to_json()) for key, (title, fig) in (sections or {}).items()}
+    for key, (title, fig_json) in {**stored, **figures}.items():
         fig = pio.from_json(fig_json)
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=key))

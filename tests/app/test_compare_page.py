@@ -90,3 +90,26 @@ def test_a_run_with_some_methods_says_which_are_missing(monkeypatch, tmp_path_fa
     overall = table_with(at, "LLM calls / 1k")
     assert overall["Method"].tolist()[0] in {"dcnv2", "deepfm"}
     assert len(set(overall["Samples"])) == 1  # both CRMs on the whole test split
+
+
+def test_report_sections_one_per_method_on_the_same_samples():
+    common, _ = small()
+    predictions = common[["sample_id", "label", "dcnv2", "coco"]].assign(
+        coco_crm=common["dcnv2"], cora=np.where(np.arange(len(common)) < 100, 0.5, np.nan))
+    samples = common[["sample_id", "user", "cold_user", "long_tail_item"]]
+    methods = pd.DataFrame({"method": ["dcnv2", "coco", "coco_crm", "cora"],
+                            "kind": ["crm", "hybrid", "crm", "llm"],
+                            "train_seconds": 1.0, "infer_ms_per_1k": [1.0, 9.0, 1.0, 5.0],
+                            "llm_calls_per_1k": [0.0, 1e3, 0.0, 1e3], "cost": "{}"})
+    sections = cmp.report_sections(predictions, samples, methods, ["all", "cold_user"])
+    assert list(sections) == ["report_frontier", "report_cora", "report_coco"]
+    coco = sections["report_coco"][1]
+    assert [t.name for t in coco.data] == ["dcnv2", "coco", "coco_crm"]
+    assert "same 300 samples" in coco.layout.title.text
+    assert "same 100 samples" in sections["report_cora"][1].layout.title.text
+    frontier_methods = {m for t in sections["report_frontier"][1].data if t.text is not None
+                        for m in t.text}
+    assert frontier_methods == {"dcnv2", "coco", "cora"}
+    from ui import export
+    report = export.report_html("r", pd.DataFrame({"Method": ["dcnv2"]}), {}, sections)
+    assert report.count("<h2>") == 4 and 'id="report_coco"' in report
