@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from engine.data.sources import SOURCES
-from engine.errors import DuetError
+from engine.errors import ConfigError, DuetError
 from engine.formatting import metrics_report, stage_table
 from engine.options import split_pairs
 from engine.profiles import PROFILES
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="demo", choices=list(PROFILES))
     run.add_argument("--out", default="runs", help="run store directory (default: runs)")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seeds", help="comma-separated seeds: one run per seed (ids <run-id>-"
+                     "seed<N>), linked as a group whose tables show mean ± std, e.g. 0,1,2")
     run.add_argument("--run-id", help="name of the run (default: dataset-profile-time)")
     run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="loader option, e.g. category=Books or click_rating=4")
@@ -74,20 +76,56 @@ def _run(args: argparse.Namespace) -> int:
         if len(mine):
             print(f"run {mine['run_id'].iloc[0]} exists; nothing to do")
             return 0
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     request = RunRequest(dataset=args.dataset, path=args.path, side_path=args.side,
                          dataset_options=split_pairs(args.option, "--option"),
                          profile=args.profile, out=args.out, seed=args.seed,
                          run_id=args.run_id, task_options=split_pairs(args.task, "--task"),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
                          maps=not args.no_maps, llm_map=not args.no_llm_map)
-    outcome = run(request)
-    print(f"\nrun {outcome.run_id} -> {outcome.path}")
-    print(format_stages(outcome.stages))
-    from engine.store import open_run
+    from dataclasses import replace
 
-    with open_run(args.out, outcome.run_id) as reader:
-        print(same_sample_report(reader))
+    from engine.store import new_run_id, open_run
+
+    if args.seeds:
+        group = args.run_id or new_run_id(args.dataset, args.profile)
+        requests = [replace(request, seed=seed, run_id=f"{group}-seed{seed}", group=group)
+                    for seed in seeds]
+    else:
+        requests = [request]
+    for one in requests:
+        outcome = run(one)
+        print(f"\nrun {outcome.run_id} -> {outcome.path}")
+        print(format_stages(outcome.stages))
+        with open_run(args.out, outcome.run_id) as reader:
+            print(same_sample_report(reader))
+    if args.seeds:
+        with open_run(args.out, requests[0].run_id) as reader:
+            print(seed_report(args.out, reader))
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; a bad or repeated seed is a one-line error (exit 2)."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def seed_report(out: str, reader) -> str:
+    """Mean ± std over a group's runs of each method's test metrics on the same samples."""
+    from engine.compare import group_runs, seed_spread, spread_text
+
+    runs = group_runs(out, reader)
+    if len(runs) < 2:
+        return ""
+    table = spread_text(seed_spread(out, runs, "test"))
+    return (f"\nover {len(runs)} seeds ({', '.join(runs)}): mean ± std of test metrics on the "
+            f"samples every method scored\n{table.to_string()}")
 
 
 def format_stages(stages: list[tuple[str, float, str]]) -> str:
@@ -125,6 +163,9 @@ def _show(args: argparse.Namespace) -> int:
     # verify: read every value, so a damaged file says so instead of a half-printed table
     with open_run(args.out, args.run_id, verify=True) as reader:
         print(same_sample_report(reader))
+        spread = seed_report(args.out, reader)
+        if spread:
+            print(spread)
     return 0
 
 

@@ -199,3 +199,67 @@ def run_metrics(reader, split: str = "test", methods: list[str] | None = None
              if m in predictions and predictions[m].notna().any()]
     common = same_samples(predictions, reader.samples(split), names)
     return metrics(common, names), len(common)
+
+
+def group_of(reader) -> str | None:
+    """The --seeds group a run belongs to (None: a single run)."""
+    return reader.run_info()["config"].get("request", {}).get("group")
+
+
+def group_runs(runs_dir, reader) -> list[str]:
+    """The ids of the runs in `reader`'s group, by seed; [its own id] outside a group."""
+    from engine.store import list_runs, open_run
+
+    group = group_of(reader)
+    if group is None:
+        return [reader.run_id]
+    members = []
+    for run_id in list_runs(runs_dir, sweep=False).query("error == ''")["run_id"]:
+        with open_run(runs_dir, run_id) as other:
+            info = other.run_info()
+            if info["config"].get("request", {}).get("group") == group:
+                members.append((int(info["seed"]), run_id))
+    return [run_id for _, run_id in sorted(members)]
+
+
+def seed_spread(runs_dir, run_ids: list[str], split: str = "test",
+                methods: list[str] | None = None) -> pd.DataFrame:
+    """Per method, segment and metric over a group's runs (each on the samples all its
+    methods scored): mean, std (ddof 1), the runs it is in and the mean n."""
+    from engine.store import open_run
+
+    frames = []
+    for run_id in run_ids:
+        with open_run(runs_dir, run_id) as reader:
+            long, _ = run_metrics(reader, split, methods)
+        frames.append(long.assign(run=run_id))
+    every = pd.concat(frames, ignore_index=True)
+    grouped = every.groupby(["method", "segment", "metric"], sort=False)
+    out = grouped["value"].agg(mean="mean", std="std", runs="count").reset_index()
+    out["n"] = grouped["n"].mean().to_numpy()
+    return out
+
+
+def spread_text(spread: pd.DataFrame, segment: str = "all",
+                metrics_shown: tuple[str, ...] = ("auc", "logloss", "uauc")) -> pd.DataFrame:
+    """method x metric as "mean ± std (k runs)" text for one segment."""
+    part = spread[(spread["segment"] == segment) & spread["metric"].isin(metrics_shown)]
+    text = [f"{m:.4f} ± {s:.4f}" if pd.notna(s) else (f"{m:.4f}" if pd.notna(m) else "n/a")
+            for m, s in zip(part["mean"], part["std"])]
+    wide = part.assign(text=text).pivot(index="method", columns="metric", values="text")
+    wide = wide[[m for m in metrics_shown if m in wide.columns]]
+    wide["runs"] = part.groupby("method")["runs"].max()
+    return wide
+
+
+def inside_spread(spread: pd.DataFrame, a: str, b: str, metric: str = "auc",
+                  segment: str = "all") -> bool:
+    """Whether b's mean minus a's lies within the two methods' seed spread (the larger std):
+    a difference the seeds alone could make."""
+    part = spread[(spread["segment"] == segment) & (spread["metric"] == metric)].set_index(
+        "method")
+    if a not in part.index or b not in part.index:
+        return True
+    gap = abs(part.loc[b, "mean"] - part.loc[a, "mean"])
+    noise = np.nanmax([part.loc[a, "std"], part.loc[b, "std"]])
+    return bool(np.isnan(noise) or gap <= noise)

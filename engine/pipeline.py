@@ -47,6 +47,7 @@ class RunRequest:
     methods: tuple[str, ...] | None = None  # a subset of the profile's methods
     maps: bool = True  # build the profile's embedding maps (UMAP) with the run
     llm_map: bool = True  # include the LLM item space in the maps (one LLM pass per item)
+    group: str | None = None  # runs of one --seeds call share it (their mean and spread)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import streamlit as st
 from engine import compare
 from ui import compare as cmp
 from ui import export
-from ui.common import decimals, page_header, plain, require_run
+from ui.common import decimals, page_header, plain, require_run, runs_dir
 from ui.tables import METRIC_COLUMNS
 
 page_header("Compare", ":material/compare_arrows:",
@@ -64,6 +64,24 @@ table = cmp.overall_table(long, costs)
 st.dataframe(table, hide_index=True, key="compare_table", column_config=METRIC_COLUMNS)
 export.table_csv(table, "compare-overall")
 
+@st.cache_data(show_spinner="Reading the other seeds' runs…", max_entries=4)
+def seeds(run_id: str, mtime: float, split: str, chosen: tuple[str, ...], _reader):
+    runs = compare.group_runs(runs_dir(), _reader)
+    spread = compare.seed_spread(runs_dir(), runs, split, list(chosen)) if len(runs) > 1 \
+        else None
+    return runs, spread
+
+
+group, spread = seeds(reader.run_id, mtime, split, tuple(chosen), reader)
+if spread is not None:
+    st.markdown(f"#### Over {len(group)} seeds")
+    over = compare.spread_text(spread).reset_index()
+    st.dataframe(over, hide_index=True, key="compare_seeds")
+    export.table_csv(over, "compare-seeds")
+    st.caption(f"Mean ± standard deviation over the runs of this --seeds group "
+               f"({plain(', '.join(group))}), each on the samples all chosen methods scored "
+               "in that run.")
+
 st.markdown("#### AUC per segment and CRM-entropy bucket")
 segments = cmp.segment_table(long, "auc")
 st.dataframe(segments, hide_index=True, key="compare_segments")
@@ -89,6 +107,10 @@ if a == b:
     st.stop()
 duel = compare.head_to_head(common, a, b, reference)
 st.markdown(plain(cmp.wins_summary(duel, a, b)))
+if spread is not None and compare.inside_spread(spread, a, b):
+    st.info(f"Over the {len(group)} seeds, the gap between {plain(a)} and {plain(b)}'s mean "
+            "AUC is inside the seed spread: a difference the seeds alone could make.",
+            icon=":material/casino:")
 export.chart(cmp.head_to_head_figure(duel, a, b), "compare_duel")
 st.dataframe(duel, hide_index=True, key="compare_duel_table", placeholder="–",
              column_config=decimals("auc_a", "auc_b", "gap", "se"))
