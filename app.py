@@ -15,6 +15,7 @@ from ui.tables import (
     dataset_summary,
     metrics_table,
     same_sample_metrics,
+    seed_table,
     segment_table,
 )
 
@@ -55,6 +56,13 @@ st.caption(f"Every row is on the same {same_sample_metrics(reader, split)[1]:,} 
            "LLM being the costly part; the CRMs score all of it). The Compare page picks "
            "methods, adds CRM-entropy buckets, costs and head-to-head wins. Every name and "
            "term is in the sidebar's Glossary.")
+
+over_seeds = seed_table(reader, split)
+if over_seeds is not None:
+    st.markdown(f"#### Over {int(over_seeds['runs'].max())} seeds")
+    st.dataframe(over_seeds, hide_index=True, key="home_seeds")
+    st.caption("Mean ± standard deviation over the runs of this run's --seeds group, each on "
+               "the samples all its methods scored. The Compare page flags gaps inside it.")
 
 st.markdown("#### Per segment")
 metric = st.selectbox("Metric", list(METRIC_NAMES), key="home_metric",

@@ -67,3 +67,12 @@ def test_bad_seeds_are_one_line_errors(seeds, capsys, tmp_path):
     assert main(["run", "--profile", "smoke", "--out", str(tmp_path), "--seeds", seeds]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --seeds") and err.count("\n") == 1
+
+
+def test_the_home_page_shows_the_seed_spread(monkeypatch, seeded):
+    from tests.app.pages import open_page
+
+    at = open_page(monkeypatch, seeded, "app.py")
+    over = next(d.value for d in at.dataframe if "runs" in d.value.columns)
+    assert set(over["method"]) == {"dcnv2", "deepfm"}
+    assert all(" ± " in v for v in over["auc"])

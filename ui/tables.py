@@ -15,6 +15,7 @@ from engine import formatting as fmt
 from engine.formatting import LOW_HELP, METRIC_NAMES, metric_cells
 from engine.metrics import metric_caveat
 from engine.store import RunReader
+from ui.common import runs_dir
 from ui.glossary import TERMS, describe_methods
 
 # (summary key, label, formatter, help)
@@ -72,6 +73,20 @@ def same_sample_metrics(reader: RunReader, split: str) -> tuple[pd.DataFrame, in
     """Every method's metrics on the samples all methods scored in `split` (long frame, as
     RunReader.metrics) and their count; cached per run file."""
     return _same_samples(reader.run_id, reader.path.stat().st_mtime, split, reader)
+
+
+@st.cache_data(show_spinner="Reading the other seeds' runs…", max_entries=8)
+def _seed_table(run_id: str, mtime: float, split: str, _reader: RunReader
+                ) -> pd.DataFrame | None:
+    runs = compare.group_runs(runs_dir(), _reader)
+    if len(runs) < 2:
+        return None
+    return compare.spread_text(compare.seed_spread(runs_dir(), runs, split)).reset_index()
+
+
+def seed_table(reader: RunReader, split: str) -> pd.DataFrame | None:
+    """method x metric "mean ± std" over the run's --seeds group; None for a single run."""
+    return _seed_table(reader.run_id, reader.path.stat().st_mtime, split, reader)
 
 
 def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
