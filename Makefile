@@ -1,4 +1,5 @@
-# `make app`: set up, make the demo run if there is none, open the app.
+# `make app`: set up, open the app; a quick run then the demo run are made in the
+# background when the folder has no demo run.
 # `make test`: set up, run the tests (what CI runs).
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,9 +17,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.tx
 	touch $@
 
 demo: setup
-	$(PY) -m engine run --dataset ml-100k --profile demo --if-missing
+	$(PY) -m engine demo
 
-app: demo
+# the app opens at once: a quick smoke run, then the demo run, are made in the background
+# (unless the demo run exists) and the home page shows their progress
+app: setup
+	$(PY) -m ui.demo_run runs
 	$(VENV)/bin/streamlit run app.py
 
 test: setup

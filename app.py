@@ -8,7 +8,7 @@ from engine.formatting import LOW_HELP, LOW_MARK, METRIC_NAMES, duration, stage_
 from ui import export
 from ui.common import cached_runs, page_header, plain, require_run, runs_dir
 from ui.compare import run_report_sections
-from ui.demo_run import demo_run_panel
+from ui.demo_run import demo_progress_banner, demo_run_panel, running_demo
 from ui.glossary import TERMS
 from ui.tables import (
     METRIC_COLUMNS,
@@ -29,6 +29,8 @@ if runs.empty:
     demo_run_panel(runs_dir())
     st.stop()
 
+if running_demo(runs_dir()) is not None:  # `make app`'s demo chain, or the button's
+    demo_progress_banner(runs_dir())
 reader = require_run()  # damaged runs: flagged in the sidebar, and a message if chosen
 info = reader.run_info()
 st.subheader(f"Run {plain(info['run_id'])}")

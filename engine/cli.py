@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="maps without the LLM item space (it costs one LLM pass per item)")
     run.add_argument("--if-missing", action="store_true",
                      help="do nothing when a run of this dataset and profile exists")
+    demo = sub.add_parser("demo", help="a quick run first (pages have content in minutes), "
+                          "then the demo run: each only when the folder has none of its kind")
+    demo.add_argument("--out", default="runs")
+    demo.add_argument("--path", help="ML-100k directory (default: fetch it from PyPI)")
+    demo.add_argument("--first", default="smoke", choices=list(PROFILES))
+    demo.add_argument("--then", default="demo", choices=list(PROFILES))
+    demo.add_argument("--methods", help="a subset of both profiles' methods")
+    demo.add_argument("--no-maps", action="store_true", help="skip the embedding maps")
     lst = sub.add_parser("list", help="list the runs in a store directory")
     lst.add_argument("--out", default="runs")
     opts = sub.add_parser("options", help="list every --option of each source and every "
@@ -60,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args)
         if args.command == "options":
             return _options(args)
+        if args.command == "demo":
+            return _demo(args)
         return _show(args)
     except DuetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,6 +112,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.seeds:
         with open_run(args.out, requests[0].run_id) as reader:
             print(seed_report(args.out, reader))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The app's first-start chain: `[phase k/2]` lines mark each run for the progress bar."""
+    for phase, profile in enumerate((args.first, args.then), start=1):
+        print(f"[phase {phase}/2] {profile} run", flush=True)
+        argv = ["run", "--dataset", "ml-100k", "--profile", profile, "--out", args.out,
+                "--if-missing"]
+        argv += ["--path", args.path] if args.path else []
+        argv += ["--methods", args.methods] if args.methods else []
+        argv += ["--no-maps"] if args.no_maps else []
+        code = main(argv)
+        if code:
+            return code
     return 0
 
 

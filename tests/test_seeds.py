@@ -1,5 +1,6 @@
 """`engine run --seeds`: one run per seed linked as a group, and the mean ± std over it in
-`show`, the closing output and the Compare page."""
+`show`, the closing output and the Compare page; and `engine demo`, the app's first-start
+chain (a quick run, then the demo run, each only when missing)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,16 @@ def test_the_home_page_shows_the_seed_spread(monkeypatch, seeded):
     over = next(d.value for d in at.dataframe if "runs" in d.value.columns)
     assert set(over["method"]) == {"dcnv2", "deepfm"}
     assert all(" ± " in v for v in over["auc"])
+
+
+def test_engine_demo_makes_the_quick_run_then_the_next_only_when_missing(tmp_path, ml100k_dir,
+                                                                          capsys):
+    out = tmp_path / "runs"
+    assert main(["demo", "--out", str(out), "--path", str(ml100k_dir), "--first", "smoke",
+                 "--then", "smoke", "--methods", "dcnv2", "--no-maps"]) == 0
+    text = capsys.readouterr().out
+    assert text.index("[phase 1/2] smoke run") < text.index("[phase 2/2] smoke run")
+    assert "exists; nothing to do" in text.split("[phase 2/2]")[1]
+    from engine.store import list_runs
+
+    assert list_runs(out)["profile"].tolist() == ["smoke"]

@@ -25,9 +25,10 @@ import streamlit as st
 
 from engine.eta import estimate, planned_stages
 from engine.formatting import duration
-from ui.common import plain
+from ui.common import RUN_KEY, plain
 
 PROC_KEY = "home_demo_process"
+LANDED_KEY = "home_demo_landed"  # the last run of the demo chain this session switched to
 LOCK_NAME = ".demo-run.lock"
 LOG_NAME = ".demo-run.log"
 METHOD_LINE = re.compile(r"\[method (\d+)/(\d+)\] (\S+)")
@@ -35,15 +36,42 @@ ETA_LINE = re.compile(r"\[eta\] about (.+?) left")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PHASE_LINE = re.compile(r"\[phase (\d)/2\] (\S+) run")
+STORED_LINE = re.compile(r"^run (\S+) -> ", re.MULTILINE)
+# the quick run's share of the chain's time (smoke ~3 min of ~1 h on 2 cores)
+QUICK_SHARE = 0.05
+
+
 def demo_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "engine", "run", "--dataset", "ml-100k", "--profile", "demo",
-            "--out", str(out)]
+    """`engine demo`: a quick smoke run, then the demo run, each only when missing."""
+    return [sys.executable, "-m", "engine", "demo", "--out", str(out)]
+
+
+def stored_runs(log: str) -> list[str]:
+    """The ids of the runs the chain has stored so far, in order."""
+    return STORED_LINE.findall(log)
 
 
 def progress_of(log: str) -> tuple[float, str]:
     """(fraction done, what is happening) from the engine's log lines, with the engine's
-    latest time estimate ("about 9 min left") when it logged one."""
-    if "\nrun " in log or log.startswith("run "):
+    latest time estimate ("about 9 min left") when it logged one. An `engine demo` log holds
+    two runs (phase lines): the quick one counts for QUICK_SHARE of the bar."""
+    phases = list(PHASE_LINE.finditer(log))
+    if not phases:
+        return _run_progress(log)
+    last = phases[-1]
+    fraction, what = _run_progress(log[last.end():])
+    if last.group(1) == "1":
+        if fraction >= 1.0:
+            return QUICK_SHARE, f"quick {last.group(2)} run stored"
+        return QUICK_SHARE * fraction, f"quick {last.group(2)} run: {what}"
+    if fraction >= 1.0:
+        return 1.0, "stored"
+    return QUICK_SHARE + (1 - QUICK_SHARE) * fraction, f"{last.group(2)} run: {what}"
+
+
+def _run_progress(log: str) -> tuple[float, str]:
+    if "\nrun " in log or log.startswith("run ") or "exists; nothing to do" in log:
         return 1.0, "stored"
     left = ETA_LINE.findall(log)
     eta = f" · about {left[-1]} left" if left else ""
@@ -126,13 +154,50 @@ def _show_progress(log_path: Path, bar, tail) -> None:
     tail.code("\n".join(lines[-12:]) or "...")
 
 
+def _newly_stored(out: Path) -> str | None:
+    """The latest run the demo chain stored, the first time this session sees it."""
+    try:
+        stored = stored_runs((out / LOG_NAME).read_text(errors="replace"))
+    except OSError:
+        return None
+    if stored and stored[-1] != st.session_state.get(LANDED_KEY):
+        st.session_state[LANDED_KEY] = stored[-1]
+        return stored[-1]
+    return None
+
+
+def _switch_to(run_id: str | None) -> None:
+    """Show a run that just landed (or, with None, whatever the folder holds now)."""
+    st.cache_data.clear()
+    if run_id is not None:
+        st.session_state[RUN_KEY] = run_id
+        st.session_state["sidebar_run"] = run_id
+    st.rerun(scope="app")
+
+
+@st.fragment(run_every=2.0)
+def demo_progress_banner(out: Path) -> None:
+    """While the demo chain (`make app`, or the button) runs beside stored runs: its
+    progress; the app switches to each run as it lands."""
+    owner = running_demo(out)
+    landed = _newly_stored(out)
+    if landed is not None or owner is None:  # a run landed, or the chain ended
+        _switch_to(landed)
+    st.info("The demo run is being made in its own process; the app switches to it when it "
+            "lands. Until then the quick run shows every page's content.",
+            icon=":material/hourglass_top:")
+    _show_progress(out / LOG_NAME, st.progress(0.0, text="starting"), st.expander(
+        "Its log").empty())
+
+
 @st.fragment(run_every=1.0)
 def _follow_other(out: Path) -> None:
-    """Another session's demo run: its progress, refreshed every second until it ends."""
+    """Another session's demo run: its progress, refreshed every second until it ends or
+    stores a run (the quick one first)."""
     owner = running_demo(out)
-    if owner is None:  # it ended: show what it stored (or the empty store again)
-        st.cache_data.clear()
-        st.rerun()
+    landed = _newly_stored(out)
+    if owner is None or landed is not None:  # show what it stored (or the empty store)
+        _switch_to(landed)
     st.info(f"A demo run started from another session is in progress (pid "
             f"{plain(owner.get('pid', '?'))}, started {plain(owner.get('started', 'just now'))})"
             "; following its log.")
@@ -160,6 +225,9 @@ def demo_run_panel(out: Path) -> None:
         _show_progress(log_path, bar, tail)
         if proc.poll() is not None:
             break
+        landed = _newly_stored(out)
+        if landed is not None:  # the quick run: show it while the chain goes on
+            _switch_to(landed)
         time.sleep(1.0)
     del st.session_state[PROC_KEY]
     if proc.returncode == 0:
@@ -169,3 +237,25 @@ def demo_run_panel(out: Path) -> None:
         st.rerun()
     else:
         st.error(f"The demo run failed (exit {proc.returncode}); its log is above.")
+
+
+def start_if_missing(out: Path) -> str:
+    """For `make app`: start the demo chain in the background unless the folder has a demo
+    run or one is being made; say which."""
+    from engine.store import list_runs
+
+    if running_demo(out) is not None:
+        return "a demo run is being made already; the app shows its progress"
+    if out.is_dir():
+        runs = list_runs(out)
+        if ((runs["profile"] == "demo") & (runs["dataset"] == "ml-100k")).any():
+            return "the demo run exists"
+    proc = start_demo(out, demo_command(out))
+    if proc is None:
+        return "a demo run is being made already; the app shows its progress"
+    return (f"making a quick run, then the demo run, in the background (pid {proc.pid}, log "
+            f"{out / LOG_NAME}); the app shows their progress")
+
+
+if __name__ == "__main__":
+    print(start_if_missing(Path(sys.argv[1] if len(sys.argv) > 1 else "runs")))

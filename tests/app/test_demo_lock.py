@@ -51,3 +51,35 @@ def test_a_lock_left_by_a_dead_owner_is_free(monkeypatch, tmp_path):
     assert running_demo(out) is None
     at = open_page(monkeypatch, out, "app.py")
     assert at.button(key="home_start_demo").label.startswith("Start the demo run")
+
+
+def test_make_app_starts_the_chain_once_and_the_home_page_follows_it(monkeypatch, tmp_path,
+                                                                      smoke_store):
+    """`make app` (python -m ui.demo_run runs): starts the quick-then-demo chain in the
+    background once; beside a stored run the home page shows the chain's progress."""
+    import shutil
+
+    import ui.demo_run as demo_run
+
+    out = tmp_path / "runs"
+    out.mkdir()
+    shutil.copy(smoke_store / "smoke-run.duckdb", out / "smoke-run.duckdb")
+    shutil.copytree(smoke_store / "smoke-run", out / "smoke-run")
+    chain = [sys.executable, "-c", "import time; print('[phase 1/2] smoke run');"
+             " print('run smoke-run -> x'); print('[phase 2/2] demo run'); print('[load] 1s');"
+             " print('[task] 1s'); print('[method 2/5] deepfm', flush=True); time.sleep(120)"]
+    monkeypatch.setattr(demo_run, "demo_command", lambda _: chain)
+    said = demo_run.start_if_missing(out)
+    owner = running_demo(out)
+    try:
+        assert said.startswith("making a quick run, then the demo run") and owner
+        assert demo_run.start_if_missing(out).startswith("a demo run is being made already")
+        wait_for(lambda: "[method 2/5]" in (out / LOG_NAME).read_text())
+        at = open_page(monkeypatch, out, "app.py")
+        assert any("switches to it when it lands" in i.value for i in at.info)
+        assert at.session_state["duet_run_id"] == "smoke-run"  # the landed quick run
+    finally:
+        import os
+        import signal
+
+        os.kill(owner["pid"], signal.SIGKILL)

@@ -9,7 +9,7 @@ from engine import compare
 from engine.store import open_run
 from tests.app.format_rules import table_problems
 from tests.app.pages import open_page
-from ui.demo_run import demo_command, progress_of
+from ui.demo_run import demo_command, progress_of, stored_runs
 
 
 def run_app(monkeypatch, runs_dir):
@@ -100,8 +100,21 @@ def test_demo_progress_parsing(tmp_path):
     assert frac == pytest.approx(2 / 5) and what == "training deepfm (2/3)"
     assert progress_of("...\nrun x -> runs/x.duckdb\n")[0] == 1.0
     cmd = demo_command(tmp_path)
-    assert cmd[1:] == ["-m", "engine", "run", "--dataset", "ml-100k", "--profile", "demo",
-                       "--out", str(tmp_path)]
+    assert cmd[1:] == ["-m", "engine", "demo", "--out", str(tmp_path)]
+    # `engine demo`: the quick run is the first 5% of the bar, the demo run the rest
+    quick = "[phase 1/2] smoke run\n[load] 1s\n[task] 1s\n[method 2/4] deepfm\n"
+    frac, what = progress_of(quick)
+    assert frac == pytest.approx(0.05 * 2 / 6) and what == "quick smoke run: training deepfm (2/4)"
+    landed = quick + "run smoke-1 -> runs/smoke-1.duckdb\n"
+    assert progress_of(landed) == (0.05, "quick smoke run stored")
+    assert stored_runs(landed) == ["smoke-1"]
+    demo = landed + "[phase 2/2] demo run\n[load] 1s\n[task] 1s\n[method 3/5] corella\n"
+    frac, what = progress_of(demo)
+    assert frac == pytest.approx(0.05 + 0.95 * 3 / 7) and what == "demo run: training corella (3/5)"
+    done = demo + "run demo-1 -> runs/demo-1.duckdb\n"
+    assert progress_of(done) == (1.0, "stored") and stored_runs(done) == ["smoke-1", "demo-1"]
+    skipped = landed + "[phase 2/2] demo run\nrun demo-0 exists; nothing to do\n"
+    assert progress_of(skipped)[0] == 1.0
 
 
 def test_demo_panel_follows_a_failed_engine_process(monkeypatch, tmp_path):
