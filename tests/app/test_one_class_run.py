@@ -75,4 +75,5 @@ def test_runs_from_before_class_counts_still_show(monkeypatch, capsys, tmp_path,
     assert "dcnv2" in capsys.readouterr().out
     at = open_page(monkeypatch, old, "app.py")
     table = at.dataframe[0].value.set_index("Method")
-    assert table.loc["dcnv2", "AUC"].replace(".", "").isdigit()
+    # a number (with the low-n mark: the home table is on the 32 analysed samples now)
+    assert table.loc["dcnv2", "AUC"].split()[0].replace(".", "").isdigit()
