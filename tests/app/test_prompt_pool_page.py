@@ -103,7 +103,8 @@ def test_the_page_on_the_smoke_run(monkeypatch, smoke_store):
                                         "coco"}
     shown = next(d.value for d in at.dataframe if "p_coco" in d.value.columns)
     assert len(shown) == len(usage) and shown["move"].abs().is_monotonic_decreasing
-    assert len(at.get("plotly_chart")) == 7
+    charts = [c.key for c in at.get("plotly_chart")]
+    assert len(charts) == 8 and "pool_mask_segments" in charts  # the mask rate by segment
     assert table_problems(at) == []
     case = next(d.value for d in at.dataframe if "nearest_tokens" in d.value.columns
                 and "weight" in d.value.columns)
