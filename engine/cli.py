@@ -1,10 +1,11 @@
-"""Command line: `python -m engine run|list|show`."""
+"""Command line: `python -m engine run|demo|list|options|show`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pandas as pd
 
@@ -93,8 +94,6 @@ def _run(args: argparse.Namespace) -> int:
                          run_id=args.run_id, task_options=split_pairs(args.task, "--task"),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
                          maps=not args.no_maps, llm_map=not args.no_llm_map)
-    from dataclasses import replace
-
     from engine.store import new_run_id, open_run
 
     if args.seeds:

@@ -8,8 +8,8 @@ import streamlit as st
 from engine import compare
 from ui import compare as cmp
 from ui import export
-from ui.common import decimals, page_header, plain, require_run, runs_dir
-from ui.tables import METRIC_COLUMNS
+from ui.common import decimals, page_header, plain, require_run
+from ui.tables import METRIC_COLUMNS, seed_spread
 
 page_header("Compare", ":material/compare_arrows:",
             "The methods side by side on the same samples: each stores probabilities for the "
@@ -64,15 +64,7 @@ table = cmp.overall_table(long, costs)
 st.dataframe(table, hide_index=True, key="compare_table", column_config=METRIC_COLUMNS)
 export.table_csv(table, "compare-overall")
 
-@st.cache_data(show_spinner="Reading the other seeds' runs…", max_entries=4)
-def seeds(run_id: str, mtime: float, split: str, chosen: tuple[str, ...], _reader):
-    runs = compare.group_runs(runs_dir(), _reader)
-    spread = compare.seed_spread(runs_dir(), runs, split, list(chosen)) if len(runs) > 1 \
-        else None
-    return runs, spread
-
-
-group, spread = seeds(reader.run_id, mtime, split, tuple(chosen), reader)
+group, spread = seed_spread(reader, split, tuple(chosen))
 if spread is not None:
     st.markdown(f"#### Over {len(group)} seeds")
     over = compare.spread_text(spread).reset_index()

@@ -76,17 +76,26 @@ def same_sample_metrics(reader: RunReader, split: str) -> tuple[pd.DataFrame, in
 
 
 @st.cache_data(show_spinner="Reading the other seeds' runs…", max_entries=8)
-def _seed_table(run_id: str, mtime: float, split: str, _reader: RunReader
-                ) -> pd.DataFrame | None:
+def _seed_spread(run_id: str, mtime: float, split: str, methods: tuple[str, ...] | None,
+                 _reader: RunReader) -> tuple[list[str], pd.DataFrame | None]:
     runs = compare.group_runs(runs_dir(), _reader)
     if len(runs) < 2:
-        return None
-    return compare.spread_text(compare.seed_spread(runs_dir(), runs, split)).reset_index()
+        return runs, None
+    return runs, compare.seed_spread(runs_dir(), runs, split,
+                                     list(methods) if methods else None)
+
+
+def seed_spread(reader: RunReader, split: str, methods: tuple[str, ...] | None = None
+                ) -> tuple[list[str], pd.DataFrame | None]:
+    """The run's --seeds group (run ids) and compare.seed_spread over it (None for a single
+    run); cached per run file, for the home and Compare pages."""
+    return _seed_spread(reader.run_id, reader.path.stat().st_mtime, split, methods, reader)
 
 
 def seed_table(reader: RunReader, split: str) -> pd.DataFrame | None:
     """method x metric "mean ± std" over the run's --seeds group; None for a single run."""
-    return _seed_table(reader.run_id, reader.path.stat().st_mtime, split, reader)
+    _, spread = seed_spread(reader, split)
+    return None if spread is None else compare.spread_text(spread).reset_index()
 
 
 def metrics_table(reader: RunReader, split: str = "test") -> pd.DataFrame:
