@@ -29,18 +29,27 @@ def routed_splits(run_id: str, mtime: float, _reader) -> dict[str, list[str]]:
     return {m: sorted(g["split"]) for m, g in rows.groupby("method")}
 
 
-@st.cache_data(show_spinner="Preparing the router…", max_entries=8)
+# a resource, not data: one read-only copy shared by every rerun (cache_data would unpickle
+# the samples' arrays and the figures on each), with the charts that do not move with the
+# threshold built whole and those that do built without their line or marker
+@st.cache_resource(show_spinner="Preparing the router…", max_entries=8)
 def lab_data(run_id: str, mtime: float, method: str, split: str, _reader) -> dict:
     rows = _reader.frame("routing")
     rows = rows[(rows["method"] == method) & (rows["split"] == split)].sort_values("sample_id")
     data = routing.RouterData(rows["label"], rows["p_crm"], rows["p_llm"],
                               rows["entropy"] if "entropy" in rows else None)
     settings = routing.method_settings(_reader.methods(), method)
-    return {"data": data, "settings": settings, "curve": routing.quality_curve(data),
-            "buckets": routing.bucket_table(data),
-            "hist": charts.entropy_counts(data.entropy, data.crm_correct),
-            "crm_rel": routing.reliability(data.p_crm, data.labels),
-            "llm_rel": routing.reliability(data.p_llm, data.labels)}
+    curve = routing.quality_curve(data)
+    crm_rel = routing.reliability(data.p_crm, data.labels)
+    llm_rel = routing.reliability(data.p_llm, data.labels)
+    whole = data.metrics_at(1.0)  # threshold 1: no sample goes to the LLM
+    return {"data": data, "settings": settings, "crm_rel": crm_rel, "llm_rel": llm_rel,
+            "hist_base": charts.entropy_histogram_base(
+                charts.entropy_counts(data.entropy, data.crm_correct)).to_dict(),
+            "curve_base": charts.quality_curve_base(curve, whole["crm_auc"],
+                                                    whole["llm_auc"]).to_dict(),
+            "buckets_fig": charts.bucket_bars(routing.bucket_table(data)),
+            "reliability_fig": charts.reliability_diagram(crm_rel, llm_rel)}
 
 
 choices = routed_splits(reader.run_id, mtime, reader)
@@ -116,13 +125,16 @@ def router() -> None:
                                        help=TERMS[label])
 
     top_left, top_right = st.columns(2)
-    export.chart(charts.entropy_histogram(lab["hist"], threshold), "router_hist", top_left)
-    export.chart(charts.quality_vs_share(lab["curve"], m["llm_share"], m["routed_auc"],
-                                         m["crm_auc"], m["llm_auc"]), "router_curve", top_right)
-    low_left, low_right = st.columns(2)
-    export.chart(charts.bucket_bars(lab["buckets"]), "router_buckets", low_left)
-    export.chart(charts.reliability_diagram(lab["crm_rel"], lab["llm_rel"]),
-                 "router_reliability", low_right)
+    export.chart(charts.entropy_histogram(None, threshold, lab["hist_base"]), "router_hist",
+                 top_left)
+    export.chart(charts.quality_vs_share(None, m["llm_share"], m["routed_auc"], m["crm_auc"],
+                                         m["llm_auc"], lab["curve_base"]), "router_curve",
+                 top_right)
 
 
 router()
+# what the threshold does not move stays out of the fragment: a slider step redraws two
+# charts, not four
+low_left, low_right = st.columns(2)
+export.chart(lab["buckets_fig"], "router_buckets", low_left)
+export.chart(lab["reliability_fig"], "router_reliability", low_right)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.figures import inside_label_position, styled
+from ui.figures import marked, styled, vline
 
 CRM_COLOUR = "#4C78A8"
 LLM_COLOUR = "#F58518"
@@ -26,7 +26,16 @@ def entropy_counts(entropy: np.ndarray, crm_correct: np.ndarray, bins: int = 40)
     return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "correct": right, "wrong": wrong})
 
 
-def entropy_histogram(counts: pd.DataFrame, threshold: float) -> go.Figure:
+def entropy_histogram(counts: pd.DataFrame, threshold: float, base: dict | None = None
+                      ) -> go.Figure:
+    """The histogram with the threshold's line; `base` (entropy_histogram_base(...).to_dict(),
+    built once per method and split) makes a slider step redraw only the line."""
+    base = entropy_histogram_base(counts).to_dict() if base is None else base
+    line, label = vline(threshold, f"threshold {threshold:.3f} → LLM")
+    return marked(base, shapes=[line], annotations=[label])
+
+
+def entropy_histogram_base(counts: pd.DataFrame) -> go.Figure:
     mid = (counts["lo"] + counts["hi"]) / 2
     width = float((counts["hi"] - counts["lo"]).iloc[0]) if len(counts) else 0.025
     fig = go.Figure([
@@ -36,22 +45,27 @@ def entropy_histogram(counts: pd.DataFrame, threshold: float) -> go.Figure:
                marker_color=WRONG_COLOUR),
     ])
     fig.update_layout(barmode="stack", bargap=0)
-    fig.add_vline(x=threshold, line_dash="dash", line_color="black",
-                  annotation_text=f"threshold {threshold:.3f} → LLM",
-                  annotation_position=inside_label_position(threshold))
     fig.update_xaxes(range=[0, 1.02])
     return styled(fig, "CRM uncertainty (entropy of p_crm, bits)", "entropy", "samples")
 
 
 def quality_vs_share(curve: pd.DataFrame, share: float, auc: float, crm_auc: float,
-                     llm_auc: float) -> go.Figure:
+                     llm_auc: float, base: dict | None = None) -> go.Figure:
+    """The curve with the current setting's marker; `base` (quality_curve_base(...).to_dict())
+    makes a slider step redraw only the marker."""
+    base = quality_curve_base(curve, crm_auc, llm_auc).to_dict() if base is None else base
+    return marked(base, traces=[{
+        "type": "scatter", "x": [100 * share], "y": [auc], "mode": "markers",
+        "name": "current setting",
+        "marker": {"size": 12, "color": "black", "symbol": "diamond"}}])
+
+
+def quality_curve_base(curve: pd.DataFrame, crm_auc: float, llm_auc: float) -> go.Figure:
     fig = go.Figure([
         go.Scatter(x=100 * curve["llm_share"], y=curve["auc"], mode="lines", name="routed mix",
                    line_color=MIX_COLOUR, customdata=curve["threshold"],
                    hovertemplate="LLM share %{x:.1f}%<br>AUC %{y:.4f}"
                                  "<br>threshold %{customdata:.3f}<extra></extra>"),
-        go.Scatter(x=[100 * share], y=[auc], mode="markers", name="current setting",
-                   marker={"size": 12, "color": "black", "symbol": "diamond"}),
     ])
     fig.add_hline(y=crm_auc, line_dash="dot", line_color=CRM_COLOUR,
                   annotation_text="CRM only", annotation_position="bottom left")
