@@ -20,10 +20,32 @@ mtime = reader.path.stat().st_mtime
 state = st.session_state
 
 
-@st.cache_data(show_spinner="Reading every method's predictions…", max_entries=4)
+# resources, not data: read-only frames shared by every rerun (cache_data would unpickle a
+# copy each time), so switching a method recomputes only what that method changes
+@st.cache_resource(show_spinner="Reading every method's predictions…", max_entries=4)
 def load(run_id: str, mtime: float, split: str, _reader) -> dict:
     return {"predictions": _reader.predictions(split), "samples": _reader.samples(split),
             "methods": _reader.methods()}
+
+
+@st.cache_resource(show_spinner="Comparing the methods…", max_entries=16)
+def analysis(run_id: str, mtime: float, split: str, chosen: tuple[str, ...],
+             reference: str | None, _data: dict) -> dict:
+    common = compare.same_samples(_data["predictions"], _data["samples"], list(chosen))
+    if common.empty:
+        return {"common": common}
+    long = compare.metrics(common, list(chosen), reference)
+    costs = compare.costs(_data["methods"])
+    return {"common": common, "long": long, "costs": costs,
+            "table": cmp.overall_table(long, costs), "segments": cmp.segment_table(long, "auc")}
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def duel_of(run_id: str, mtime: float, split: str, chosen: tuple[str, ...],
+            reference: str | None, a: str, b: str, _common) -> dict:
+    duel = compare.head_to_head(_common, a, b, reference)
+    return {"duel": duel, "figure": cmp.head_to_head_figure(duel, a, b),
+            "worst": compare.disagreements(_common, a, b, k=25)}
 
 
 split = st.radio("Split", ["test", "valid"], horizontal=True, key="compare_split")
@@ -47,7 +69,9 @@ reference = st.selectbox("Entropy buckets from", crms or [None], key="compare_re
                          help="the CRM whose uncertainty (binary entropy of its P(click)) "
                               "splits the samples into quartiles, as CoReLLa's router does",
                          format_func=lambda m: "no CRM chosen" if m is None else m)
-common = compare.same_samples(data["predictions"], data["samples"], chosen)
+shape = (reader.run_id, mtime, split, tuple(chosen), reference)  # what the tables depend on
+found = analysis(*shape, data)
+common = found["common"]
 if common.empty:
     st.warning("The chosen methods share no scored sample in this split.")
     st.stop()
@@ -56,11 +80,10 @@ st.caption(f"**{len(common):,}** samples scored by every chosen method (of "
            f"{len(data['predictions']):,} in {split}; the fewest any chosen method scored: "
            f"{fewest:,}). ⚠ marks a cell with few samples or one class.")
 
-long = compare.metrics(common, chosen, reference)
-costs = compare.costs(data["methods"])
+long, costs = found["long"], found["costs"]
 
 st.markdown("#### Overall, with what each costs")
-table = cmp.overall_table(long, costs)
+table = found["table"]
 st.dataframe(table, hide_index=True, key="compare_table", column_config=METRIC_COLUMNS)
 export.table_csv(table, "compare-overall")
 
@@ -75,7 +98,7 @@ if spread is not None:
                "in that run.")
 
 st.markdown("#### AUC per segment and CRM-entropy bucket")
-segments = cmp.segment_table(long, "auc")
+segments = found["segments"]
 st.dataframe(segments, hide_index=True, key="compare_segments")
 export.table_csv(segments, "compare-segments")
 
@@ -83,7 +106,8 @@ st.markdown("#### Quality against cost")
 cost = st.radio("Cost", list(cmp.COST_AXES), horizontal=True, key="compare_cost",
                 format_func=lambda c: cmp.COST_AXES[c][0])
 points = cmp.frontier(long, costs, cost)
-export.chart(cmp.frontier_figure(points, cost), "compare_frontier")
+export.chart_once(lambda: cmp.frontier_figure(points, cost), "compare_frontier",
+                  (*shape, cost))
 st.dataframe(points, hide_index=True, key="compare_points", placeholder="–",
              column_config=decimals("quality") | decimals("cost", fmt="%.1f"))
 
@@ -97,18 +121,19 @@ b = right.selectbox("Method B", chosen, index=len(chosen) - 1, key="compare_b")
 if a == b:
     st.info("Pick two different methods.")
     st.stop()
-duel = compare.head_to_head(common, a, b, reference)
+duel_parts = duel_of(*shape, a, b, common)
+duel = duel_parts["duel"]
 st.markdown(plain(cmp.wins_summary(duel, a, b)))
 if spread is not None and compare.inside_spread(spread, a, b):
     st.info(f"Over the {len(group)} seeds, the gap between {plain(a)} and {plain(b)}'s mean "
             "AUC is inside the seed spread: a difference the seeds alone could make.",
             icon=":material/casino:")
-export.chart(cmp.head_to_head_figure(duel, a, b), "compare_duel")
+export.chart(duel_parts["figure"], "compare_duel")
 st.dataframe(duel, hide_index=True, key="compare_duel_table", placeholder="–",
              column_config=decimals("auc_a", "auc_b", "gap", "se"))
 
 st.markdown(f"##### Where {plain(a)} and {plain(b)} disagree most")
-worst = compare.disagreements(common, a, b, k=25)
+worst = duel_parts["worst"]
 st.dataframe(worst, hide_index=True, key="compare_disagreements", placeholder="–",
              column_config=decimals(a, b, "gap"))
 export.table_csv(worst, "compare-disagreements")

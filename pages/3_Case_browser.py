@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui import cases, reasoning
+from ui import cases, export, reasoning
 from ui.common import page_header, page_link, plain, require_run
 from ui.pair_panel import ask_llm_panel, pair_panel
 
@@ -218,8 +218,10 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
         cols[2].metric("Cold-start", "yes" if samples["cold_user"].any() else "no")
     cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
     if not history.empty:
-        line = cases.timeline(history, samples, catalog["items"])
-        st.plotly_chart(cases.timeline_figure(line, user), key="cases_timeline")
+        st.plotly_chart(export.built(
+            ("cases_timeline", reader.run_id, mtime, user),
+            lambda: cases.timeline_figure(cases.timeline(history, samples, catalog["items"]),
+                                          user)), key="cases_timeline")
     written = cases.reviews(history, catalog["items"])
     if not written.empty:
         with st.expander(f"Reviews the user wrote ({len(written):,}; not shown to the LLM)"):

@@ -70,7 +70,10 @@ for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
     frame = maps.with_genres(maps.space_frame(data["emb"], data["signals"], space, agreement),
                              genres)
     frames.append(frame)
-    fig = maps.scatter(frame, colour, f"{space} ({len(frame):,} items)", highlight)
+    fig = export.built(("maps_plot", reader.run_id, mtime, space, left, right, colour,
+                        tuple(sorted(highlight)), tuple(genres)),
+                       lambda f=frame, s=space: maps.scatter(f, colour, f"{s} ({len(f):,} items)",
+                                                             highlight))
     column.plotly_chart(fig, key=f"maps_plot_{side}", on_select=lambda s=side: selected_on(s),
                         selection_mode=("points", "box", "lasso"))
     export.export_buttons(fig, f"maps_plot_{side}", column)
@@ -101,8 +104,8 @@ else:
                "ring them on both maps, list them and open a case.")
 
 if agreement is not None:
-    export.chart(maps.agreement_histogram(agreement, left, right, params["knn"]),
-                 "maps_agreement")
+    export.chart_once(lambda: maps.agreement_histogram(agreement, left, right, params["knn"]),
+                      "maps_agreement", (reader.run_id, mtime, left, right))
     st.caption(plain(f"Mean agreement {agreement.mean():.2f} over {len(agreement):,} items; "
                      f"UMAP n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, "
                      f"metric={params['metric']}, seed={params['seed']}."))

@@ -33,6 +33,7 @@ method = st.selectbox("Method", methods, key="gating_method") if len(methods) > 
 config = gating.method_config(data["methods"], method)
 gates = data["gates"][data["gates"]["method"] == method]
 pairs = None if data["pairs"] is None else data["pairs"][data["pairs"]["method"] == method]
+shape = (reader.run_id, mtime, method)  # what every chart below is a function of
 
 cols = st.columns(5)
 cols[0].metric("Teacher", plain(gating.teacher_label(config.get("teacher", "?"))),
@@ -60,18 +61,17 @@ with left:
                "bottom 20% of training samples); q chosen on held-out users: "
                f"{plain(config.get('q', '?'))}.")
 with right:
-    export.chart(gating.alpha_vs_q_figure(gates), "gating_alpha_q")
+    export.chart_once(lambda: gating.alpha_vs_q_figure(gates), "gating_alpha_q", shape)
 
 left, right = st.columns(2)
-cells = gating.alpha_by_cell(gates)
 with left:
-    export.chart(gating.alpha_by_cell_figure(cells), "gating_alpha_cells")
+    export.chart_once(lambda: gating.alpha_by_cell_figure(gating.alpha_by_cell(gates)),
+                      "gating_alpha_cells", shape)
 with right:
     if pairs is not None and len(pairs):
-        deciles = gating.pair_accuracy_by_alpha(pairs)
-        export.chart(gating.pair_accuracy_figure(deciles, config.get("teacher_pair_accuracy",
-                                                                      float("nan"))),
-                     "gating_pair_accuracy")
+        export.chart_once(lambda: gating.pair_accuracy_figure(
+            gating.pair_accuracy_by_alpha(pairs),
+            config.get("teacher_pair_accuracy", float("nan"))), "gating_pair_accuracy", shape)
         st.caption("Is alpha high where the teacher is right? If the gate works, accuracy "
                    "rises with the decile.")
     else:
@@ -83,14 +83,15 @@ export.variants_panel(rows, gating.variants_figure, "gating_variants", method,
                       "AUC. none: the backbone alone; global: every pair at alpha = 1; "
                       "pointwise: squared error to the teacher; kd: distilled from the "
                       "teacher's probabilities; joint: the paper's jointly learned gate; "
-                      "gated: S-LLMR.")
+                      "gated: S-LLMR.", shape)
 
 st.markdown("#### Training log")
 curves = gating.training_curves(data["log"][data["log"]["method"] == method])
 if len(curves):
     shown_metric = st.radio("Per epoch", list(gating.LOG_METRICS), horizontal=True,
                             format_func=gating.LOG_METRICS.get, key="gating_log_metric")
-    export.chart(gating.training_curves_figure(curves, shown_metric), "gating_training_log")
+    export.chart_once(lambda: gating.training_curves_figure(curves, shown_metric),
+                      "gating_training_log", (*shape, shown_metric))
     st.caption("The regulariser's log per variant. The joint gate (the paper's) can only lower "
                "alpha, since the loss grows with it; the reliability gate is fixed before "
                "training, so its mean alpha stays flat.")

@@ -37,6 +37,7 @@ method = st.selectbox("Method", methods, key="reasoning_method") if len(methods)
 config = method_config(data["methods"], method)
 cot = data["cot"][data["cot"]["method"] == method] if "method" in data["cot"] else data["cot"]
 neighbours = data["neighbours"][data["neighbours"]["method"] == method]
+shape = (reader.run_id, mtime, method)  # what every chart below is a function of
 
 speed = config.get("cot_tokens_per_s")
 cols = st.columns(5)
@@ -63,21 +64,22 @@ export.variants_panel(rows, reasoning.variants_figure, "reasoning_variants", met
                       "AUC. none: the backbone alone; kd: distilled from the LLM's P(yes) on "
                       "the pool's samples; random: random examples instead of similar ones; "
                       "mean_pool: examples averaged instead of read by the decoder; no_cot: "
-                      "features and labels without the explanations; llmcf: LLM-CF.")
+                      "features and labels without the explanations; llmcf: LLM-CF.", shape)
 
 left, right = st.columns(2)
 with left:
-    export.chart(reasoning.similarity_figure(neighbours), "reasoning_similarity")
+    export.chart_once(lambda: reasoning.similarity_figure(neighbours), "reasoning_similarity",
+                      shape)
 with right:
-    votes = reasoning.vote_table(reasoning.neighbour_votes(neighbours))
-    export.chart(reasoning.vote_figure(votes), "reasoning_votes")
+    export.chart_once(lambda: reasoning.vote_figure(
+        reasoning.vote_table(reasoning.neighbour_votes(neighbours))), "reasoning_votes", shape)
     st.caption("Each sample's examples vote with their labels, weighted by the ICT's "
                "attention. If the examples carry signal, the click rate rises with the vote; "
                "if LLM-CF follows them, its accuracy does too.")
 
 st.markdown("#### The explanations")
-export.chart(reasoning.quality_figure(reasoning.quality_by_decision(cot)),
-             "reasoning_quality_parts")
+export.chart_once(lambda: reasoning.quality_figure(reasoning.quality_by_decision(cot)),
+                  "reasoning_quality_parts", shape)
 c1, c2, c3, c4 = st.columns([1, 2, 2, 2])
 label = c1.radio("Decision", ["all", "clicked", "not clicked"], key="reasoning_label")
 quality = c2.slider("Quality", 0.0, 1.0, (0.0, 1.0), 0.01, key="reasoning_quality")

@@ -38,6 +38,7 @@ frame = collab.with_delta(data["deltas"][data["deltas"]["method"] == method], da
 aucs = data["metrics"][(data["metrics"]["segment"] == "all")
                        & (data["metrics"]["metric"] == "auc")].set_index("method")["value"]
 inner = config.get("config", {})
+shape = (reader.run_id, mtime, method)  # what every chart below is a function of
 
 cols = st.columns(5)
 cols[0].metric("CoRA AUC", number(aucs.get(method)),
@@ -63,24 +64,26 @@ export.variants_panel(rows, collab.variants_figure, "collab_variants", method,
                       "AUC. base: the LLM without generated weights; zero_pair: the pair's "
                       "embeddings zeroed (one adapter for everyone); shuffled_user: another "
                       "sample's user; crm: the CRM's embeddings instead of MF's; mf: the "
-                      "collaborative model alone (every sample); cora: CoRA.")
+                      "collaborative model alone (every sample); cora: CoRA.", shape)
 
 left, right = st.columns(2)
 with left:
-    export.chart(collab.cora_vs_base_figure(frame), "collab_cora_vs_base")
+    export.chart_once(lambda: collab.cora_vs_base_figure(frame), "collab_cora_vs_base", shape)
     st.caption("Above the diagonal the weights raise P(yes). If they help, green points rise "
                "and red points fall.")
 with right:
-    export.chart(collab.mf_figure(collab.mf_deciles(frame)), "collab_mf_deciles")
+    export.chart_once(lambda: collab.mf_figure(collab.mf_deciles(frame)), "collab_mf_deciles",
+                      shape)
     st.caption("If the weights carry the collaborative signal, the move rises with the MF "
                "score.")
 
 left, right = st.columns(2)
 with left:
-    export.chart(collab.module_norms_figure(collab.module_norms(frame)), "collab_modules")
+    export.chart_once(lambda: collab.module_norms_figure(collab.module_norms(frame)),
+                      "collab_modules", shape)
 with right:
     segments = collab.by_segment(frame)
-    export.chart(collab.segment_figure(segments), "collab_segments")
+    export.chart_once(lambda: collab.segment_figure(segments), "collab_segments", shape)
 st.dataframe(segments, hide_index=True, key="collab_segment_table", placeholder="–",
              column_config=decimals("delta_norm", "abs_move", "toward_label"))
 export.table_csv(segments, f"{method}-segments")
@@ -90,7 +93,7 @@ st.caption(f"A(u, i)'s cosine to the mean A: median {number(cos.median())}, 10th
 
 curves = collab.training_curves(data["log"][data["log"]["method"] == method])
 if len(curves):
-    export.chart(collab.training_figure(curves), "collab_training")
+    export.chart_once(lambda: collab.training_figure(curves), "collab_training", shape)
 
 st.markdown("#### Samples")
 order = st.radio("Order by", ["largest move", "largest delta"], horizontal=True,

@@ -43,6 +43,7 @@ pool = data["pool"][data["pool"]["method"] == method]
 users = data["users"][data["users"]["method"] == method]
 log = data["log"][data["log"]["method"] == method]
 codebook = pp.codebook_log(log)
+shape = (reader.run_id, mtime, method)  # what every chart below is a function of
 aucs = data["metrics"][(data["metrics"]["segment"] == "all")
                        & (data["metrics"]["metric"] == "auc")].set_index("method")["value"]
 
@@ -73,14 +74,14 @@ export.variants_panel(pp.variant_table(data["metrics"], method), pp.variants_fig
                       "AUC. crm: the CRM alone; shared_only: no pool, the shared prompt only; "
                       "mean_pool: the LLM's states averaged instead of decoupled; "
                       "no_elimination: the LoRA learns from every sample; k<K>: other pool "
-                      "sizes; coco: CoCo.")
+                      "sizes; coco: CoCo.", shape)
 
 left, right = st.columns(2)
 with left:
-    export.chart(pp.usage_figure(pp.usage_long(pool)), "pool_usage")
+    export.chart_once(lambda: pp.usage_figure(pp.usage_long(pool)), "pool_usage", shape)
 with right:
     matrix = pp.cosine_matrix(pool)
-    export.chart(pp.cosine_figure(matrix), "pool_cosines")
+    export.chart_once(lambda: pp.cosine_figure(matrix), "pool_cosines", shape)
     off = pp.off_diagonal(matrix)
     if len(off):
         st.caption(f"Off-diagonal cosines: mean |cos| {number(abs(off).mean())}, largest "
@@ -89,10 +90,10 @@ with right:
 left, right = st.columns(2)
 with left:
     if len(users):
-        export.chart(pp.users_figure(users), "pool_users")
+        export.chart_once(lambda: pp.users_figure(users), "pool_users", shape)
 with right:
     gain = pp.auc_gain(pool)
-    export.chart(pp.gain_figure(gain), "pool_gain")
+    export.chart_once(lambda: pp.gain_figure(gain), "pool_gain", shape)
 st.dataframe(gain, hide_index=True, key="pool_prompts", placeholder="–",
              column_config=decimals("auc_crm", "auc_coco", "gain"))
 export.table_csv(gain, f"{method}-prompts")
@@ -101,13 +102,14 @@ left, right = st.columns(2)
 with left:
     curves = pp.mask_curves(log)
     if len(curves):
-        export.chart(pp.mask_figure(curves), "pool_mask")
+        export.chart_once(lambda: pp.mask_figure(curves), "pool_mask", shape)
     by_segment = pp.mask_by_segment(log, "coco:lora")  # the headline's LoRA phase
     if len(by_segment):
-        export.chart(pp.mask_segment_figure(by_segment, "coco:lora"), "pool_mask_segments")
+        export.chart_once(lambda: pp.mask_segment_figure(by_segment, "coco:lora"),
+                          "pool_mask_segments", shape)
 with right:
     segments = pp.helped_by_segment(usage)
-    export.chart(pp.helped_figure(segments), "pool_helped")
+    export.chart_once(lambda: pp.helped_figure(segments), "pool_helped", shape)
 st.dataframe(segments, hide_index=True, key="pool_segments", placeholder="–",
              column_config=decimals("helped", "abs_move", "llm_share"))
 

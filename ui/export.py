@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-REPORT_KEY = "export_figures"  # session: chart key -> (title, figure JSON) for the report
+REPORT_KEY = "export_figures"  # session: chart key -> (title, figure) for the report
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser",
                        "/usr/bin/google-chrome")
 
@@ -81,6 +81,26 @@ def chart(fig: go.Figure, key: str, container=st, title: str | None = None):
     return event
 
 
+@st.cache_resource(max_entries=512, show_spinner=False)
+def _built(parts: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
+    return _build()
+
+
+def built(parts: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+    """The figure `build()` makes, built once per `parts` for every session. `parts` names the
+    chart, the run file version (run id, mtime) and every widget value that shapes it: plotly
+    takes 30-90 ms to build and validate one figure, which every rerun paid for every chart
+    on the page (bench/interaction_latency.py). Nobody mutates a figure after it is built
+    (drawing, exporting and the report only read it), so sessions may share it."""
+    return _built(parts, build)
+
+
+def chart_once(build: Callable[[], go.Figure], key: str, parts: tuple, container=st,
+               title: str | None = None):
+    """`chart` of the figure `build()` makes, built once per (key, parts): see `built`."""
+    return chart(built((key, *parts), build), key, container, title)
+
+
 def export_buttons(fig: go.Figure, key: str, container=st) -> None:
     images = browser_path() is not None
     with container.popover("Export chart", icon=":material/download:"):
@@ -101,7 +121,9 @@ def table_csv(frame: pd.DataFrame, key: str, container=st, label: str = "CSV") -
 
 
 def remember(key: str, title: str, fig: go.Figure) -> None:
-    st.session_state.setdefault(REPORT_KEY, {})[key] = (title, fig.to_json())
+    """Keep the figure itself (serialised only if a report is downloaded): a JSON copy per
+    chart on every rerun cost a slider step ~5-20 ms per chart."""
+    st.session_state.setdefault(REPORT_KEY, {})[key] = (title, fig)
 
 
 def _title(fig: go.Figure) -> str:
@@ -109,16 +131,16 @@ def _title(fig: go.Figure) -> str:
     return text or ""
 
 
-def report_html(run_id: str, headline: pd.DataFrame, figures: dict[str, tuple[str, str]],
+def report_html(run_id: str, headline: pd.DataFrame,
+                figures: dict[str, tuple[str, go.Figure | str]],
                 sections: dict[str, tuple[str, go.Figure]] | None = None) -> str:
     """One self-contained HTML file: the headline table, the sections built from the store
     (the methods side by side, one per method), then every chart remembered this session."""
     parts = [f"<h1>Duet run {html.escape(run_id)}</h1>", "<h2>Headline</h2>",
              headline.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)]
     first = True
-    stored = {key: (title, fig.to_json()) for key, (title, fig) in (sections or {}).items()}
-    for key, (title, fig_json) in {**stored, **figures}.items():
-        fig = pio.from_json(fig_json)
+    for key, (title, item) in {**(sections or {}), **figures}.items():
+        fig = pio.from_json(item) if isinstance(item, str) else item
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=key))
         first = False
@@ -132,12 +154,16 @@ SEGMENTS = ["all", "cold_user", "warm_user", "long_tail_item", "head_item"]
 
 
 def variants_panel(rows: pd.DataFrame, figure: Callable[[pd.DataFrame, list[str]], go.Figure],
-                   key: str, method: str, caption: str) -> None:
-    """A hybrid's variants per segment: the grouped bars, the table (n per segment, ⚠ where
-    few) with its CSV, and what each variant is."""
+                   key: str, method: str, caption: str, parts: tuple = ()) -> None:
+    """A hybrid's variants per segment: the grouped bars (built once per `parts`, the run
+    file version, when given), the table (n per segment, ⚠ where few) with its CSV, and
+    what each variant is."""
     from engine.formatting import LOW_HELP, metric_cells
 
-    chart(figure(rows, SEGMENTS), key)
+    if parts:
+        chart_once(lambda: figure(rows, SEGMENTS), key, (method, *parts))
+    else:
+        chart(figure(rows, SEGMENTS), key)
     table = metric_cells(rows, "variant", "segment", "test").reindex(
         columns=[s for s in SEGMENTS if s in set(rows["segment"])])
     sizes = rows.groupby("segment")["n"].max()
