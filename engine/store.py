@@ -560,18 +560,34 @@ def list_runs(runs_dir: str | Path, *, sweep: bool = True) -> pd.DataFrame:
     for path in sorted(Path(runs_dir).glob(f"*{SUFFIX}")):
         if not RUN_ID_PATTERN.match(path.stem) or not path.is_file():
             continue
-        try:
-            with RunReader(path) as reader:
-                info = reader.run_info()
-            stored = info["stored_run_id"]
-            note = "" if stored == path.stem else f"renamed on disk; written as run {stored}"
-            rows.append({**info, "path": str(path), "error": "", "note": note})
-        except StoreError as exc:
-            rows.append({"run_id": path.stem, "path": str(path), "error": str(exc), "note": ""})
+        rows.append(_run_row(path))
     frame = pd.DataFrame(rows, columns=["run_id", "dataset", "profile", "created",
                                         "total_seconds", "path", "error", "note"])
     return frame.sort_values("created", ascending=False, na_position="last").reset_index(
         drop=True)
+
+
+# path -> (file version, its list_runs row): opening a run file costs ~150 ms, and the app
+# lists its folder every few seconds, so a file is read again only when it changed
+_RUN_ROWS: dict[str, tuple[tuple[int, int, int], dict]] = {}
+
+
+def _run_row(path: Path) -> dict:
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    known = _RUN_ROWS.get(str(path))
+    if known is not None and known[0] == version:
+        return dict(known[1])
+    try:
+        with RunReader(path) as reader:
+            info = reader.run_info()
+        stored = info["stored_run_id"]
+        note = "" if stored == path.stem else f"renamed on disk; written as run {stored}"
+        row = {**info, "path": str(path), "error": "", "note": note}
+    except StoreError as exc:
+        row = {"run_id": path.stem, "path": str(path), "error": str(exc), "note": ""}
+    _RUN_ROWS[str(path)] = (version, row)
+    return dict(row)
 
 
 def open_run(runs_dir: str | Path, run_id: str, *, verify: bool = False) -> RunReader:

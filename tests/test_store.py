@@ -303,6 +303,22 @@ def test_damaged_files_are_listed_as_damaged(tmp_path):
         open_run(tmp_path, "dropped")
 
 
+def test_listing_rereads_a_file_only_when_it_changed(tmp_path, monkeypatch):
+    good = write_small_run(tmp_path, "good")
+    assert list_runs(tmp_path)["error"].tolist() == [""]
+    opened = []
+    real = RunReader.__init__
+    monkeypatch.setattr(RunReader, "__init__",
+                        lambda self, path, *a, **k: opened.append(path) or real(self, path,
+                                                                                  *a, **k))
+    assert list_runs(tmp_path)["error"].tolist() == [""] and opened == []  # unchanged
+    with duckdb.connect(str(good)) as con:  # damaged in place: same name, new contents
+        con.execute("DROP TABLE samples")
+    assert list_runs(tmp_path)["error"].tolist() == [
+        "this run is damaged: good.duckdb: table samples is missing"]
+    assert len(opened) == 1
+
+
 def test_a_half_written_run_of_the_old_writer_is_damaged(tmp_path):
     """Before the manifest: every table there but empty and no total time (issue 10's run)."""
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
