@@ -45,7 +45,10 @@ def commands(quick: bool, seeds: int) -> dict[str, list[list[str]]]:
         "maps": [[PY, "bench/maps_speed.py", "--no-llm"]],
         "pages": [[PY, "-m", "engine", "run", "--profile", "smoke" if quick else "demo",
                    "--out", runs, "--if-missing"],
-                  [PY, "bench/page_render.py", "--runs", runs]],
+                  [PY, "bench/page_render.py", "--runs", runs],
+                  [PY, "bench/interaction_latency.py", "--runs", runs, "--synthetic",
+                   "100000" if quick else "1000000", "--repeats", "5" if quick else "9",
+                   "--json", str(RESULTS / "interaction_latency.json")]],
     }
 
 
