@@ -168,8 +168,15 @@ def page_link(script: str, label: str, icon: str | None = None) -> None:
 def sidebar_glossary(reader: RunReader) -> None:
     """Every term and every stored variant of the run, one line each, on every page."""
     with st.sidebar.expander("Glossary", icon=":material/menu_book:"):
-        for term, meaning in glossary_table(reader.methods()).itertuples(index=False):
-            st.markdown(f"**{plain(term)}**: {plain(meaning)}")
+        st.markdown(_glossary_text(str(reader.path), reader.path.stat().st_mtime, reader))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _glossary_text(path: str, mtime: float, _reader: RunReader) -> str:
+    """The glossary as one markdown element, not one per term: a demo run has ~40 terms, each
+    an element every page run sent and the browser laid out again."""
+    return "\n\n".join(f"**{plain(term)}**: {plain(meaning)}" for term, meaning
+                         in glossary_table(_reader.methods()).itertuples(index=False))
 
 
 def require_table(reader: RunReader, table: str, message: str) -> None:
