@@ -152,16 +152,25 @@ def key_on(page, selector: str, index: int, key: str) -> Callable[[], None]:
     return lambda: page.locator(selector).nth(index).press(key)
 
 
+def open_list(page, label: str) -> None:
+    """Open the option list of the selectbox labelled `label` (a click on a focused box does
+    not, the arrow key always does)."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.locator("input").click()
+    box.locator("input").press("ArrowDown")
+
+
 def choose(page, label: str, option_text: str) -> Callable[[], None]:
     """Pick an option of the selectbox labelled `label`."""
     def act() -> None:
-        page.get_by_label(label, exact=False).first.click()
+        open_list(page, label)
         page.get_by_role("option", name=option_text, exact=True).first.click()
     return act
 
 
 def options_of(page, label: str) -> list[str]:
-    page.get_by_label(label, exact=False).first.click()
+    open_list(page, label)
+    page.get_by_role("option").first.wait_for()
     names = [o.inner_text().strip() for o in page.get_by_role("option").all()]
     page.keyboard.press("Escape")
     return names
