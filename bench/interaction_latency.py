@@ -52,6 +52,7 @@ DRAWN_JS = """async () => {
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return performance.now();
 }"""
+Timing = tuple[float, float]  # ms to drawn, ms to the last script_finished
 FLOOR_APP = textwrap.dedent("""\
     import streamlit as st
     value = st.slider("Floor slider", 0, 100, 50, key="floor")
@@ -106,8 +107,10 @@ class ScriptRuns:
 
 
 def timed(page, runs: ScriptRuns, action: Callable[[], None], timeout: float = 120.0
-          ) -> float:
-    """Milliseconds from dispatching `action` to the app drawn after every run it caused."""
+          ) -> Timing:
+    """Milliseconds from dispatching `action` to the app drawn after every run it caused, and
+    to the last run's `script_finished` arriving (the server's share, network included; the
+    rest is the browser drawing)."""
     seen = runs.finished
     t0 = page.evaluate("performance.now()")
     action()
@@ -116,7 +119,8 @@ def timed(page, runs: ScriptRuns, action: Callable[[], None], timeout: float = 1
         if time.time() > end:
             raise SystemExit("the app did not finish a run after the interaction")
         page.wait_for_timeout(2)
-    return page.evaluate(DRAWN_JS) - t0
+    finished = page.evaluate("performance.now()")
+    return page.evaluate(DRAWN_JS) - t0, finished - t0
 
 
 def settle(page, runs: ScriptRuns) -> None:
@@ -138,7 +142,7 @@ def open_app(browser, url: str, path: str, ready: str) -> tuple:
 
 
 def measure(page, runs: ScriptRuns, actions: list[Callable[[], None]], repeats: int
-            ) -> list[float]:
+            ) -> list[Timing]:
     """One warm-up, then `repeats` timed interactions cycling through `actions`."""
     actions[0]()
     settle(page, runs)
@@ -176,7 +180,7 @@ def options_of(page, label: str) -> list[str]:
     return names
 
 
-def router_lab(browser, url: str, run: str, repeats: int) -> dict[str, list[float]]:
+def router_lab(browser, url: str, run: str, repeats: int) -> dict[str, list[Timing]]:
     page, runs = open_app(browser, url, f"Router_lab?run={run}",
                           '[data-testid="stMetricValue"]')
     out = {"threshold slider step": measure(page, runs, [
@@ -192,7 +196,7 @@ def router_lab(browser, url: str, run: str, repeats: int) -> dict[str, list[floa
     return out
 
 
-def compare_page(browser, url: str, run: str, repeats: int) -> dict[str, list[float]]:
+def compare_page(browser, url: str, run: str, repeats: int) -> dict[str, list[Timing]]:
     page, runs = open_app(browser, url, f"Compare?run={run}", '[data-testid="stDataFrame"]')
     names = options_of(page, "Method B")
     if len(names) < 2:
@@ -204,7 +208,7 @@ def compare_page(browser, url: str, run: str, repeats: int) -> dict[str, list[fl
     return out
 
 
-def case_browser(browser, url: str, run: str, repeats: int) -> dict[str, list[float]]:
+def case_browser(browser, url: str, run: str, repeats: int) -> dict[str, list[Timing]]:
     page, runs = open_app(browser, url, f"Case_browser?run={run}",
                           '[data-testid="stTextInput"]')
     box = page.get_by_label("Search users and items")
@@ -223,7 +227,7 @@ def case_browser(browser, url: str, run: str, repeats: int) -> dict[str, list[fl
     return out
 
 
-def maps_page(browser, url: str, run: str, repeats: int) -> dict[str, list[float]]:
+def maps_page(browser, url: str, run: str, repeats: int) -> dict[str, list[Timing]]:
     page, runs = open_app(browser, url, f"Embedding_maps?run={run}", ".js-plotly-plot")
     names = options_of(page, "Colour by")
     out = {"map colouring switch": measure(
@@ -250,7 +254,7 @@ def maps_page(browser, url: str, run: str, repeats: int) -> dict[str, list[float
 def page_switches(browser, url: str, run: str, repeats: int,
                   pages: tuple[str, ...] = ("Router lab", "Compare", "Case browser",
                                             "Embedding maps", "Home")
-                  ) -> dict[str, list[float]]:
+                  ) -> dict[str, list[Timing]]:
     """Warm page switches through the sidebar's links, round the given pages."""
     page, runs = open_app(browser, url, f"?run={run}", '[data-testid="stDataFrame"]')
     links = [lambda n=name: page.locator('[data-testid="stSidebar"] a').filter(
@@ -263,7 +267,7 @@ def page_switches(browser, url: str, run: str, repeats: int,
     return out
 
 
-def floor(browser, repeats: int) -> dict[str, list[float]]:
+def floor(browser, repeats: int) -> dict[str, list[Timing]]:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "floor.py").write_text(FLOOR_APP)
         proc, url = start(Path(tmp), tmp, "floor.py")
@@ -323,18 +327,19 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def summary(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(times), "p95_ms": p95, "n": len(times)}
+def summary(timings: list[Timing]) -> dict[str, float]:
+    times = sorted(total for total, _ in timings)
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return {"median_ms": statistics.median(times), "p95_ms": p95, "n": len(times),
+            "server_median_ms": statistics.median(server for _, server in timings)}
 
 
 def run_app(browser, app_dir: Path, runs: str, run: str, repeats: int, synthetic: str | None,
-            sections: set[str]) -> dict[str, dict[str, list[float]]]:
+            sections: set[str]) -> dict[str, dict[str, list[Timing]]]:
     proc, url = start(app_dir, runs)
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, list[Timing]]] = {}
     try:
-        demo: dict[str, list[float]] = {}
+        demo: dict[str, list[Timing]] = {}
         for name, fn in (("router", router_lab), ("compare", compare_page),
                          ("cases", case_browser), ("maps", maps_page),
                          ("pages", page_switches)):
@@ -404,11 +409,11 @@ def print_table(report: dict) -> None:
     apps = list(report["apps"])
     floor_ms = next(iter(report["floor"].values()))["median_ms"]
     header = " | ".join(f"{Path(a).name or a}: median / p95 ms" for a in apps)
-    print(f"| run | interaction | {header} | median / floor |")
-    print("|---|---|" + "---:|" * (len(apps) + 1))
+    print(f"| run | interaction | {header} | median / floor | until script_finished, ms |")
+    print("|---|---|" + "---:|" * (len(apps) + 2))
     for name, row in report["floor"].items():
         cells = " | ".join(f"{row['median_ms']:.0f} / {row['p95_ms']:.0f}" for _ in apps)
-        print(f"| – | {name} | {cells} | 1.0 |")
+        print(f"| – | {name} | {cells} | 1.0 | {row['server_median_ms']:.0f} |")
     first = report["apps"][apps[0]]
     for run, rows in first.items():
         for name in rows:
@@ -417,7 +422,8 @@ def print_table(report: dict) -> None:
                 cell = report["apps"][app].get(run, {}).get(name)
                 cells.append(f"{cell['median_ms']:.0f} / {cell['p95_ms']:.0f}" if cell else "–")
             ratio = rows[name]["median_ms"] / floor_ms
-            print(f"| {run} | {name} | {' | '.join(cells)} | {ratio:.1f} |")
+            print(f"| {run} | {name} | {' | '.join(cells)} | {ratio:.1f} | "
+                  f"{rows[name]['server_median_ms']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def test_home_shows_summary_and_metrics(monkeypatch, smoke_store):
 
 def test_glossary_explains_terms_and_the_runs_variants(monkeypatch, smoke_store):
     at = run_app(monkeypatch, smoke_store)
-    glossary = [m.value for m in at.sidebar.expander[0].markdown]
+    elements = at.sidebar.expander[0].markdown
+    assert len(elements) == 1  # one element per page run, not one per term
+    glossary = elements[0].value.split("\n\n")
     assert any(text.startswith("**UAUC**: user-averaged AUC") for text in glossary)
     assert any(text.startswith("**Entropy (bits)**") for text in glossary)
     assert any(text.startswith("**corella\\_no\\_align**: ablation without stage 2")
