@@ -12,39 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from interaction_latency import ARGS, start  # noqa: E402  (one way to start the app)
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = [("Home", "", '[data-testid="stDataFrame"]'),
          ("Router lab", "Router_lab", '[data-testid="stMetricValue"], [data-testid="stAlert"]'),
          ("Case browser", "Case_browser", '[data-testid="stTextInput"]'),
          ("Embedding maps", "Embedding_maps", '.js-plotly-plot, [data-testid="stAlert"]')]
-
-
-def start(runs: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
-                             "--server.port", str(port), "--server.headless", "true"],
-                            cwd=ROOT, env={**os.environ, "DUET_RUNS_DIR": runs},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("streamlit did not start")
 
 
 def main() -> None:
@@ -53,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    proc, url = start(args.runs)
+    proc, url = start(ROOT, args.runs)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
