@@ -125,11 +125,9 @@ def router() -> None:
                                        help=TERMS[label])
 
     top_left, top_right = st.columns(2)
-    export.chart(charts.entropy_histogram(None, threshold, lab["hist_base"]), "router_hist",
-                 top_left)
-    export.chart(charts.quality_vs_share(None, m["llm_share"], m["routed_auc"], m["crm_auc"],
-                                         m["llm_auc"], lab["curve_base"]), "router_curve",
-                 top_right)
+    export.chart(charts.with_threshold(lab["hist_base"], threshold), "router_hist", top_left)
+    export.chart(charts.with_setting(lab["curve_base"], m["llm_share"], m["routed_auc"]),
+                 "router_curve", top_right)
 
 
 router()

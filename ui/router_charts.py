@@ -26,11 +26,13 @@ def entropy_counts(entropy: np.ndarray, crm_correct: np.ndarray, bins: int = 40)
     return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "correct": right, "wrong": wrong})
 
 
-def entropy_histogram(counts: pd.DataFrame, threshold: float, base: dict | None = None
-                      ) -> go.Figure:
-    """The histogram with the threshold's line; `base` (entropy_histogram_base(...).to_dict(),
-    built once per method and split) makes a slider step redraw only the line."""
-    base = entropy_histogram_base(counts).to_dict() if base is None else base
+def entropy_histogram(counts: pd.DataFrame, threshold: float) -> go.Figure:
+    return with_threshold(entropy_histogram_base(counts).to_dict(), threshold)
+
+
+def with_threshold(base: dict, threshold: float) -> go.Figure:
+    """The histogram (entropy_histogram_base(...).to_dict(), built once per method and split)
+    with the threshold's line: all a slider step redraws."""
     line, label = vline(threshold, f"threshold {threshold:.3f} → LLM")
     return marked(base, shapes=[line], annotations=[label])
 
@@ -50,10 +52,13 @@ def entropy_histogram_base(counts: pd.DataFrame) -> go.Figure:
 
 
 def quality_vs_share(curve: pd.DataFrame, share: float, auc: float, crm_auc: float,
-                     llm_auc: float, base: dict | None = None) -> go.Figure:
-    """The curve with the current setting's marker; `base` (quality_curve_base(...).to_dict())
-    makes a slider step redraw only the marker."""
-    base = quality_curve_base(curve, crm_auc, llm_auc).to_dict() if base is None else base
+                     llm_auc: float) -> go.Figure:
+    return with_setting(quality_curve_base(curve, crm_auc, llm_auc).to_dict(), share, auc)
+
+
+def with_setting(base: dict, share: float, auc: float) -> go.Figure:
+    """The curve (quality_curve_base(...).to_dict(), built once per method and split) with
+    the current setting's marker: all a slider step redraws."""
     return marked(base, traces=[{
         "type": "scatter", "x": [100 * share], "y": [auc], "mode": "markers",
         "name": "current setting",

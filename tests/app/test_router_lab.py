@@ -142,20 +142,21 @@ def test_a_slider_step_adds_its_line_and_marker_to_charts_built_once():
     counts = charts.entropy_counts(entropy, np.array([True, False, True, False]))
     base = charts.entropy_histogram_base(counts).to_dict()
     kept = copy.deepcopy(base)
-    fig = charts.entropy_histogram(counts, 0.8, base)
+    fig = charts.with_threshold(base, 0.8)
     assert base == kept  # the cached base is never touched
     assert [(s.x0, s.x1, s.yref) for s in fig.layout.shapes] == [(0.8, 0.8, "y domain")]
     label = fig.layout.annotations[0]
     assert label.text == "threshold 0.800 → LLM" and label.xanchor == "right"  # inside
-    assert charts.entropy_histogram(counts, 0.2, base).layout.annotations[0].xanchor == "left"
+    assert charts.with_threshold(base, 0.2).layout.annotations[0].xanchor == "left"
     assert fig.to_dict()["data"] == base["data"]
     assert fig.layout.title.text == "CRM uncertainty (entropy of p_crm, bits)"
+    assert charts.entropy_histogram(counts, 0.8).to_dict() == fig.to_dict()  # as built whole
 
     curve = pd.DataFrame({"llm_share": [0.0, 0.5, 1.0], "auc": [0.7, 0.75, 0.6],
                           "threshold": [1.0, 0.5, 0.0]})
     whole = charts.quality_vs_share(curve, 0.5, 0.75, 0.7, 0.6)
-    marked = charts.quality_vs_share(None, 0.5, 0.75, 0.7, 0.6,
-                                     charts.quality_curve_base(curve, 0.7, 0.6).to_dict())
+    marked = charts.with_setting(charts.quality_curve_base(curve, 0.7, 0.6).to_dict(), 0.5,
+                                 0.75)
     assert whole.to_dict() == marked.to_dict()
     assert [t.name for t in marked.data] == ["routed mix", "current setting"]
     assert list(marked.data[1].x) == [50.0] and list(marked.data[1].y) == [0.75]
