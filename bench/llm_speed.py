@@ -1,10 +1,11 @@
 """LLM throughput: scoring (the naive transformers loop vs Duet's scorer), S-LLMR's shared
-prefix, generation, LoRA adapter training (today's full-LoRA path vs the top-layers path) and
+prefix, generation, LoRA adapter training (today's full-LoRA path vs the top-layers path),
 CoCo's training step (soft prompts before the history, the paper's order, against after a
-cached history, ours); prints tables.
+cached history, ours) and the top layer at the last token only against the whole top layer
+(`top`); prints tables.
 
     .venv/bin/python bench/llm_speed.py [--prompts 64] [--ml100k PATH]
-        [--sections scoring,prefix,generation,training,coco] [--train-prompts 64]
+        [--sections scoring,prefix,generation,training,coco,top] [--train-prompts 64]
 
 Prompts are real ML-100k test prompts (template A, 10 history items). The naive baseline is
 what a user would write: one prompt at a time, `model(**enc).logits[0, -1]`, float32. Ours
@@ -60,6 +61,8 @@ def main() -> None:
         adapter_training(args.ml100k if path else "", args.train_prompts)
     if "coco" in sections:
         coco_step(task)
+    if "top" in sections:
+        top_layer(task, args.prompts)
     if not sections & {"scoring", "prefix", "generation"}:
         return
     prompts = task.prompts(task.index("test")[: args.prompts])
@@ -222,6 +225,64 @@ def coco_step(task, windows: int = 8, steps: int = 3, appended: int = 8) -> None
     for name, secs in rows_out:
         print(f"| {name} | {secs:.3f} | {rows_out[0][1] / secs:.2f}x |")
     print(f"| (ours, once per window: the history's pass) | {prefix_s:.3f} | |")
+
+
+def top_layer(task, n: int, top: int = 4, batch: int = 8) -> None:
+    """The decoder's top layer run whole (transformers' layer, every position) against at
+    each prompt's last token only (engine.models.llm._top_layer_at), on n real test prompts,
+    float32, batch 8: the whole LLM, the top `top` layers from cached frozen states (CoRA's
+    and CoReLLa's scoring), and those layers forward + backward with CoRA's generated
+    weights active (CoRA's training step)."""
+    import torch
+
+    from engine.models.collab_weights import CollabConfig, CollaborativeWeights
+
+    llm = LLM(LLMConfig(score_dtype="float32", batch_size=batch))
+    for p in llm.model.parameters():
+        p.requires_grad_(False)
+    llm.model.float().eval()
+    prompts = task.prompts(task.index("test")[:n])
+    split = llm.n_layers - top
+    lower: dict = {}
+    llm.fill_lower(prompts, split, lower)
+    torch.manual_seed(0)
+    weights = CollaborativeWeights(llm._backbone(), 16, CollabConfig(top_layers=top))
+    with torch.no_grad():
+        for p in weights.P.values():
+            p.normal_(std=0.02)
+    pairs = torch.randn(len(prompts), 2, 16)
+
+    def train_pass() -> np.ndarray:
+        out = []
+        for start in range(0, len(prompts), batch):
+            part = slice(start, start + batch)
+            a = weights.generator(pairs[part, 0], pairs[part, 1])
+            with weights.active(a):
+                logit = llm.logit_from_lower([lower[q] for q in prompts[part]], split)[0]
+            weights.zero_grad(set_to_none=True)
+            logit.sum().backward()
+            out.append(torch.sigmoid(logit.detach()).double().numpy())
+        return np.concatenate(out)
+
+    tokens = np.mean([len(s) for s in llm.tokenize(prompts)])
+    print(f"\ntop layer at the last token only: {len(prompts)} ML-100k test prompts, mean "
+          f"{tokens:.0f} tokens, SmolLM2-135M ({llm.n_layers} layers), float32, batch "
+          f"{batch}\n")
+    print("| pass | whole top layer (s) | last token only (s) | speed-up | max abs diff |")
+    print("|---|---:|---:|---:|---:|")
+    for name, run in (("whole LLM, scoring", lambda: llm.score(prompts)),
+                      (f"top {top} layers from frozen states, scoring",
+                       lambda: llm.score_above(prompts, split, lower)[0]),
+                      (f"top {top} layers, generated weights, forward + backward",
+                       train_pass)):
+        timings = []
+        for flag in (False, True):
+            llm.last_token_top = flag
+            run()  # warm-up
+            timings.append(timed(run))
+        (t_whole, p_whole), (t_fast, p_fast) = timings
+        print(f"| {name} | {t_whole:.1f} | {t_fast:.1f} | {t_whole / t_fast:.2f}x | "
+              f"{np.abs(p_whole - p_fast).max():.1e} |", flush=True)
 
 
 def adapter_training(ml100k: str, n: int) -> None:

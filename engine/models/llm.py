@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine import distributed
 from engine.errors import ConfigError, DuetError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
@@ -179,6 +180,55 @@ class PrefixStates:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.final))
 
 
+# decoder layers whose attention is q/k/v/o projections, rotary positions and softmax over
+# the keys, nothing else (no q/k norms, no sliding window): _top_layer_at can run them
+PLAIN_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer")
+
+
+def _plain_attention(layer: nn.Module) -> bool:
+    attn = getattr(layer, "self_attn", None)
+    return (type(layer).__name__ in PLAIN_LAYERS and attn is not None
+            and not hasattr(attn, "q_norm") and not getattr(attn, "sliding_window", None)
+            and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj",
+                                                "head_dim", "scaling")))
+
+
+def _top_layer_at(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor,
+                  last: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]
+                  ) -> torch.Tensor:
+    """The decoder layer's output (B, H) at each row's position `last` only: keys and
+    values from every real token (B, T, H in), the query, attention output and FFN at one
+    position. The answer reads nothing else from the top layer, whose queries and FFN are
+    ~94% of its cost on a 500-token prompt. Written here because transformers' layers
+    compute every position; it calls the layer's own modules (so LoRA and forward hooks on
+    the projections apply) and the model's own rotary function, and equals the whole layer
+    read at `last` to float precision (tests/test_llm_top_layer.py)."""
+    import sys
+
+    attn = layer.self_attn
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    batch, length = hidden.shape[:2]
+    rows = torch.arange(batch, device=hidden.device)
+    normed = layer.input_layernorm(hidden)
+    at = normed[rows, last][:, None]  # (B, 1, H)
+    q = attn.q_proj(at).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    cos, sin = rotary
+    cos_at, sin_at = cos.expand(batch, -1, -1)[rows, last][:, None], sin.expand(
+        batch, -1, -1)[rows, last][:, None]
+    q, _ = rope(q, q, cos_at, sin_at)
+    k, _ = rope(k, k, cos, sin)
+    # right padding: the last real token attends to exactly the row's real tokens
+    keys = mask[:, None, None, :].bool()
+    out = nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=keys, scale=attn.scaling, enable_gqa=q.shape[1] != k.shape[1])
+    out = attn.o_proj(out.transpose(1, 2).reshape(batch, 1, -1))
+    residual = hidden[rows, last][:, None] + out
+    out = residual + layer.mlp(layer.post_attention_layernorm(residual))
+    return out[:, 0]
+
+
 def _batches(n: int, size: int, progress: bool, desc: str) -> Iterable[int]:
     """Batch starts over n rows, with a progress bar when asked."""
     starts = range(0, n, size)
@@ -196,7 +246,7 @@ class LLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config
-        torch.set_num_threads(config.threads if config.threads > 0 else (os.cpu_count() or 1))
+        torch.set_num_threads(config.threads if config.threads > 0 else distributed.threads())
         self.device = pick_device(config.device)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         source = resolve(config.model)
@@ -213,6 +263,9 @@ class LLM:
         self.no_ids = self._answer_ids(NO)
         self.lora = False
         self.frozen_below = 0  # layers under the LoRA ones (add_lora(top_layers=...))
+        # the top layer runs at each prompt's last token only where only it is read
+        # (_top_layer_at); False runs it whole, as the decoder's own forward does
+        self.last_token_top = True
         self.merged_lora_state: dict[str, torch.Tensor] | None = None
         self._merged_hash: str | None = None
 
@@ -351,27 +404,36 @@ class LLM:
         state (B, H) of each requested layer (0 = embeddings, n_layers = final). With LoRA in
         the top layers only, the frozen layers run without autograd while training."""
         ids, mask, last = self._pad(seqs)
-        rows = torch.arange(len(seqs), device=self.device)
+        if not self.splittable:
+            out = self._backbone()(input_ids=ids, attention_mask=mask,
+                                   output_hidden_states=bool(layers))
+            rows = torch.arange(len(seqs), device=self.device)
+            logit = self._answer_logit(out.last_hidden_state[rows, last])
+            return logit, [out.hidden_states[j][rows, last] for j in layers]
+        embeds = self._backbone().embed_tokens(ids)
         if self.frozen_below and torch.is_grad_enabled():
             with torch.no_grad():
-                hidden, low = self._run_layers(self._backbone().embed_tokens(ids), mask, 0,
-                                               self.frozen_below, layers)
+                hidden, low = self._run_layers(embeds, mask, 0, self.frozen_below, layers)
+            rows = torch.arange(len(seqs), device=self.device)
+            low = {j: state[rows, last] for j, state in low.items()}
             final, high = self._run_layers(hidden, mask, self.frozen_below, self.n_layers,
-                                           layers)
-            found = {**low, **high}
-            return (self._answer_logit(final[rows, last]),
-                    [found[j][rows, last] for j in layers])
-        out = self._backbone()(input_ids=ids, attention_mask=mask,
-                               output_hidden_states=bool(layers))
-        logit = self._answer_logit(out.last_hidden_state[rows, last])
-        states = [out.hidden_states[j][rows, last] for j in layers]
-        return logit, states
+                                           layers, last)
+        else:
+            final, high = self._run_layers(embeds, mask, 0, self.n_layers, layers, last)
+            low = {}
+        found = {**low, **high}
+        return self._answer_logit(final), [found[j] for j in layers]
 
     def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int,
-                    keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                    keep: Sequence[int] = (), last: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Decoder layers start..stop-1 on `hidden` (B, T, H), the final norm when stop is the
         top, as the decoder's own forward does; and the states entering each layer in `keep`
-        (n_layers: after the norm, as hidden_states reports it)."""
+        (n_layers: after the norm, as hidden_states reports it).
+
+        With `last` (B,) each row's last real position, only those positions come back, (B, H)
+        for the output and every kept state; when stop is the top, the top layer then runs
+        its queries and FFN at those positions alone (`_top_layer_at`)."""
         from transformers.masking_utils import create_causal_mask
 
         backbone = self._backbone()
@@ -380,12 +442,23 @@ class LLM:
                                     attention_mask=mask, past_key_values=None,
                                     position_ids=positions)
         rotary = backbone.rotary_emb(hidden, position_ids=positions)
+        shortcut = (last is not None and stop == self.n_layers and stop > start
+                    and self.last_token_top and _plain_attention(backbone.layers[stop - 1]))
         kept = {}
-        for j in range(start, stop):
+        for j in range(start, stop - 1 if shortcut else stop):
             if j in keep:
                 kept[j] = hidden
             hidden = backbone.layers[j](hidden, attention_mask=causal,
                                         position_embeddings=rotary, position_ids=positions)
+        if last is not None:
+            rows = torch.arange(hidden.shape[0], device=self.device)
+            kept = {j: state[rows, last] for j, state in kept.items()}
+        if shortcut:
+            if stop - 1 in keep:
+                kept[stop - 1] = hidden[rows, last]
+            hidden = _top_layer_at(backbone.layers[stop - 1], hidden, mask, last, rotary)
+        elif last is not None:
+            hidden = hidden[rows, last]
         if stop == self.n_layers:
             hidden = backbone.norm(hidden)
         if stop in keep:
@@ -449,10 +522,9 @@ class LLM:
         states of the layers in `keep` (all >= start)."""
         start = self.frozen_below if start is None else start
         hidden, mask = self._pad_states(states)
-        final, kept = self._run_layers(hidden, mask, start, self.n_layers, keep)
         last = torch.tensor([len(s) - 1 for s in states], device=self.device)
-        rows = torch.arange(len(states), device=self.device)
-        return self._answer_logit(final[rows, last]), [kept[j][rows, last] for j in keep]
+        final, kept = self._run_layers(hidden, mask, start, self.n_layers, keep, last)
+        return self._answer_logit(final), [kept[j] for j in keep]
 
     def _answer_logit(self, final: torch.Tensor) -> torch.Tensor:
         """log P(yes) - log P(no) from last-token states (B, H) after the final norm, through
@@ -493,8 +565,10 @@ class LLM:
             return np.zeros(0), states
         self.model.eval()
         size = batch_size or self.config.batch_size
-        self.fill_lower(prompts, split, lower, size)
-        order = np.argsort([len(lower[p]) for p in prompts], kind="stable")
+        # under torchrun each rank fills and scores its share of the prompts
+        mine = distributed.share(np.argsort([len(p) for p in prompts], kind="stable"))
+        self.fill_lower([prompts[i] for i in mine], split, lower, size)
+        order = mine[np.argsort([len(lower[prompts[i]]) for i in mine], kind="stable")]
         out = np.zeros(len(prompts))
         for start in _batches(len(order), size, progress, "LLM scoring (top layers)"):
             rows = order[start:start + size]
@@ -502,7 +576,19 @@ class LLM:
             out[rows] = torch.sigmoid(logit).cpu().double().numpy()
             for target, state in zip(states, kept):
                 target[rows] = state.float().cpu().numpy()
-        return out, states
+        return self._gathered(order, out, states)
+
+    @staticmethod
+    def _gathered(mine: np.ndarray, out: np.ndarray, states: list[np.ndarray]
+                  ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every rank's scores and states at their positions (as they are in one process)."""
+        if not distributed.current().active:
+            return out, states
+        full = distributed.assemble(len(out), mine, np.column_stack(
+            [out, *(s.astype(np.float64) for s in states)])[mine])
+        width = states[0].shape[1] if states else 0
+        return full[:, 0], [full[:, 1 + j * width:1 + (j + 1) * width].astype(np.float32)
+                            for j in range(len(states))]
 
     @torch.no_grad()
     def prefix_states(self, texts: Sequence[str], batch_size: int | None = None,
@@ -617,7 +703,8 @@ class LLM:
             return np.zeros(0), states
         self.model.eval()
         seqs = self.tokenize(prompts)
-        order = np.argsort([len(s) for s in seqs], kind="stable")
+        # under torchrun each rank scores its share of the prompts (engine.distributed)
+        order = distributed.share(np.argsort([len(s) for s in seqs], kind="stable"))
         size = batch_size or self.config.batch_size
         out = np.zeros(len(seqs))
         for start in _batches(len(order), size, progress, "LLM scoring"):
@@ -626,7 +713,7 @@ class LLM:
             out[rows] = torch.sigmoid(logit).cpu().double().numpy()
             for target, state in zip(states, batch_states):
                 target[rows] = state.float().cpu().numpy()
-        return out, states
+        return self._gathered(order, out, states)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
