@@ -58,6 +58,10 @@ class CoRAConfig:
     llm: LLMConfig = LLMConfig(score_dtype="float32")
     collab: CollabConfig = CollabConfig()
     train_samples: int = 192  # training prompts (seeded subset of the training split)
+    # skip the first k of the seeded order the LLM methods cut their prompts from: the demo
+    # skips CoReLLa's stage-2 prompts to train on its stage-3 ones, whose frozen states the
+    # run already holds
+    train_skip: int = 0
     epochs: int = 2
     # 1e-3 learnt one adapter for every pair on ML-100k (A's cosine to the mean A 0.98, own
     # pair = shuffled users); 3e-3 learns a pair signal (tests/ and README)
@@ -74,6 +78,8 @@ class CoRAConfig:
     def __post_init__(self) -> None:
         if self.cf not in CF_SOURCES:
             raise ConfigError(f"cf must be one of {', '.join(CF_SOURCES)}, got {self.cf!r}")
+        if self.train_skip < 0:
+            raise ConfigError(f"train_skip must be >= 0, got {self.train_skip}")
         if self.mf_dim < 1 or self.train_samples < 2 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"bad CoRA sizes: mf_dim={self.mf_dim}, train_samples="
                               f"{self.train_samples}, epochs={self.epochs}, batch_size="
@@ -125,9 +131,11 @@ class CoRA(Method):
             t0 = time.perf_counter()
             sources["crm"] = self._crm_source(task)
             self.stage_seconds_["CRM embeddings"] = time.perf_counter() - t0
-        # the first train_samples of the seeded order CoReLLa cuts its LLM subsets from: in a
-        # run with CoReLLa (same seed), their frozen states come with the run
-        self.train_rows_ = training_subsets(task, (cfg.train_samples,), cfg.seed)[0]
+        # train_samples of the seeded order CoReLLa cuts its LLM subsets from, after the
+        # first train_skip: in a run with CoReLLa (same seed), its stage-3 prompts' frozen
+        # states come with the run
+        self.train_rows_ = training_subsets(task, (cfg.train_skip, cfg.train_samples),
+                                            cfg.seed)[1]
         self.rows_ = analysed_rows(task, cfg.analyse_valid, cfg.analyse_test, cfg.seed)
         self.llm_ = self._llm()
         self.lower_ = self._shared_lower()

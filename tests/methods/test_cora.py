@@ -14,7 +14,7 @@ import torch
 from engine.data.movielens import load_ml100k
 from engine.data.task import TaskConfig, build_task
 from engine.errors import ConfigError
-from engine.methods.base import LowerStates, analysed_rows
+from engine.methods.base import LowerStates, analysed_rows, training_subsets
 from engine.methods.cora import CoRA, CoRAConfig
 from engine.methods.crm import CRMMethod
 from engine.models.collab_weights import CollabConfig
@@ -47,6 +47,7 @@ def fitted(task, config):
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("cf", "svd", "cf must be one of"), ("mf_dim", 0, "bad CoRA sizes"),
     ("lr", 0.0, "lr must be"), ("variants", ("lora",), "unknown variant"),
+    ("train_skip", -1, "train_skip must be"),
 ])
 def test_bad_configuration_stops_before_training(option, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,6 +116,23 @@ def test_the_runs_frozen_states_and_crm_are_reused_without_changing_a_number(fit
     for other in (LowerStates("another-model", fitted.split_, 128, lower.states),
                   LowerStates(config.llm.model, fitted.split_, 64, lower.states)):
         assert not other.usable(config.llm.model, fitted.split_, 128)
+
+
+def test_train_skip_trains_on_the_prompts_whose_states_the_run_holds(fitted, task, config):
+    """The demo's CoRA skips CoReLLa's stage-2 prompts: it trains on the stage-3 cut, whose
+    frozen states (with the analysed prompts') come with the run, so it computes none."""
+    stage2, stage3 = training_subsets(task, (8, 16), config.seed)
+    prompts = [*task.prompts(stage3),
+               *(p for split in ("valid", "test") for p in task.prompts(fitted.rows_[split]))]
+    states: dict = {}
+    fitted.llm_.fill_lower(prompts, fitted.split_, states)
+    again = CoRA("cora", dataclasses.replace(config, train_skip=8, variants=()), TRAIN)
+    again.use_artifacts({"llm_lower_states": LowerStates(config.llm.model, fitted.split_,
+                                                         config.llm.max_length, states)})
+    again.fit(task)
+    assert again.train_rows_.tolist() == stage3.tolist()
+    assert not set(again.train_rows_.tolist()) & set(stage2.tolist())
+    assert any(k.startswith("frozen layers of 0 prompts") for k in again.stage_seconds_)
 
 
 def test_the_runs_states_from_a_lower_layer_are_run_up_to_corAs_layers(fitted, task, config):

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.models.collab_weights import CollabConfig, CollaborativeWeights
 from engine.models import llm as llm_module
+from engine.models.collab_weights import CollabConfig, CollaborativeWeights
 from engine.models.llm import _plain_attention, _top_layer_at
+from tests.llm_fixtures import default_model_or_skip, tiny_llm
 
 TOP_LAYER_AT = _top_layer_at
-from tests.llm_fixtures import default_model_or_skip, tiny_llm
 
 PROMPTS = ["User watched Heat (1995). Will the user like Alien (1979)? Answer:",
            "User watched Toy Story (1995), Babe (1995), Fargo (1996), Casino (1995). Will "
@@ -24,8 +24,13 @@ PROMPTS = ["User watched Heat (1995). Will the user like Alien (1979)? Answer:",
 
 def write_decoder(folder: Path, family: str) -> Path:
     """3 layers, 4 query heads over 2 key/value heads; Qwen2 adds q/k/v biases."""
-    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                              Qwen2ForCausalLM)
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_or_skip())
     sizes = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
