@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.pipeline import RunRequest, run
+    from engine.pipeline import RunRequest
     from engine.store import list_runs
 
     if args.if_missing:
@@ -94,21 +94,35 @@ def _run(args: argparse.Namespace) -> int:
                          run_id=args.run_id, task_options=split_pairs(args.task, "--task"),
                          methods=tuple(args.methods.split(",")) if args.methods else None,
                          maps=not args.no_maps, llm_map=not args.no_llm_map)
+    from engine import distributed
+
+    ranks = distributed.start()  # under torchrun: every rank runs this, rank 0 reports
+    try:
+        return _run_requests(args, request, seeds, ranks.main)
+    finally:
+        distributed.stop()
+
+
+def _run_requests(args: argparse.Namespace, request, seeds: list[int], main: bool) -> int:
+    from engine import distributed
+    from engine.pipeline import run
     from engine.store import new_run_id, open_run
 
     if args.seeds:
-        group = args.run_id or new_run_id(args.dataset, args.profile)
+        group = distributed.broadcast(args.run_id or new_run_id(args.dataset, args.profile))
         requests = [replace(request, seed=seed, run_id=f"{group}-seed{seed}", group=group)
                     for seed in seeds]
     else:
         requests = [request]
     for one in requests:
         outcome = run(one)
+        if not main:
+            continue
         print(f"\nrun {outcome.run_id} -> {outcome.path}")
         print(format_stages(outcome.stages))
         with open_run(args.out, outcome.run_id) as reader:
             print(same_sample_report(reader))
-    if args.seeds:
+    if args.seeds and main:
         with open_run(args.out, requests[0].run_id) as reader:
             print(seed_report(args.out, reader))
     return 0

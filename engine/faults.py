@@ -3,8 +3,10 @@ written. With the environment variable DUET_FAULT set to a point's name, the pro
 itself with SIGKILL there (no cleanup, no exit handlers: what a power cut or the OOM killer
 does). Unset, which is always the case outside that script, a point costs one dict lookup.
 
-Points: "load" (the run id is claimed, no data read yet), "store" (the store write is half
-done), "renames" (the weights folder is published, the database not yet).
+Points: "load" (the run id is claimed, no data read yet), "method" (a method is about to
+train), "store" (the store write is half done), "renames" (the weights folder is published,
+the database not yet). "<point>@<rank>" fires on that torchrun rank only (a rank that dies
+while the others wait for it at a collective).
 """
 
 from __future__ import annotations
@@ -16,5 +18,9 @@ ENV = "DUET_FAULT"
 
 
 def point(name: str) -> None:
-    if os.environ.get(ENV) == name:
+    wanted = os.environ.get(ENV)
+    if wanted is None:
+        return
+    where, _, rank = wanted.partition("@")
+    if where == name and (not rank or rank == os.environ.get("RANK", "0")):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from engine import __version__, faults
+from engine import __version__, distributed, faults
 from engine.data.dataset import Dataset
 from engine.data.sources import check_source, load_dataset
 from engine.data.task import SPLITS, CTRTask, build_task
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DuetError, StoreError
 from engine.eta import estimate, planned_stages
 from engine.formatting import duration
 from engine.maps import MapConfig, behavioural_vectors, build_maps, map_items
@@ -69,16 +69,31 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
                           task_overrides=request.task_options, methods=request.methods)
     check_source(request.dataset, request.path, request.side_path, request.dataset_options)
     methods = build_methods(profile)
-    claim = claim_run(request.out, request.run_id or new_run_id(request.dataset, profile.name))
+    ranks = distributed.start()
+    run_id = distributed.broadcast(request.run_id or new_run_id(request.dataset, profile.name))
+    if not ranks.main:  # under torchrun, rank 0 alone claims, logs and writes the run
+        error = distributed.broadcast(None)
+        if error:
+            raise StoreError(error)
+        return _claimed_run(request, profile, methods, None, lambda _: None, run_id)
+    try:
+        claim = claim_run(request.out, run_id)
+    except DuetError as exc:
+        distributed.broadcast(str(exc))  # the other ranks stop with the same line
+        raise
+    distributed.broadcast(None)
     try:
         faults.point("load")
-        return _claimed_run(request, profile, methods, claim, log)
+        return _claimed_run(request, profile, methods, claim, log, run_id)
     finally:
         claim.release()  # a no-op once the writer has published or aborted
 
 
-def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], claim: RunClaim,
-                 log: Callable[[str], None]) -> RunOutcome:
+def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
+                 claim: RunClaim | None, log: Callable[[str], None], run_id: str
+                 ) -> RunOutcome:
+    """The run itself; claim is None on the ranks other than 0 of a torchrun group, which
+    compute their shares and leave the store to rank 0."""
     stages: list[tuple[str, float, str]] = []
     start = time.perf_counter()
     planned = planned_stages([m.name for m in profile.methods],
@@ -116,6 +131,7 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], c
     shared: dict[str, Any] = {}  # artifacts one method hands to the later ones
     for number, (spec, method) in enumerate(zip(profile.methods, methods), start=1):
         log(f"[method {number}/{len(profile.methods)}] {spec.name}")
+        faults.point("method")
         t0 = time.perf_counter()
         own = _run_method(method, task, shared)
         results.extend(own)
@@ -136,6 +152,8 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method], c
     metrics = _all_metrics(task, results)
     stage("metrics", t0)
 
+    if claim is None:
+        return RunOutcome(run_id, Path(request.out), stages, results, task, metrics)
     t0 = time.perf_counter()
     with RunWriter(request.out, claim.run_id, claim=claim) as writer:
         writer.write_run(dataset=dataset.name, profile=profile.name, source=dataset.source,

@@ -26,7 +26,7 @@ from engine.data.readers import (
     require_file,
     zip_member_name,
 )
-from engine.errors import ConfigError, DataError, quote
+from engine.errors import ConfigError, DataError, one_line, quote
 from engine.options import build, parse_mapping
 
 DELIMITED = (".csv", ".tsv", ".txt")
@@ -48,6 +48,8 @@ class Table:
     locate: Callable[[int], int]  # 0-based data row -> 1-based file line (parquet: row)
     sep: str | None = None  # None for parquet
     header_line: int = 1
+    # a folder of parts: the part file a data row came from (locate is then its row there)
+    part_of: Callable[[int], Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,13 @@ def load_table_pair(interactions_path: str | Path, items_path: str | Path | None
     columns = opts.columns
     if opts.header == "none" and columns == TableColumns():
         columns = TableColumns.from_option("user,item,rating,timestamp", "--option columns")
-    inter_file = require_file(interactions_path, "interactions file")
-    table = read_table(inter_file, sep=opts.sep, encoding=opts.encoding,
-                       header=opts.header == "first")
+    if Path(interactions_path).is_dir():  # a folder of Parquet parts (one table, many files)
+        inter_file = Path(interactions_path)
+        table = read_parquet_parts(inter_file, _interaction_columns(columns))
+    else:
+        inter_file = require_file(interactions_path, "interactions file")
+        table = read_table(inter_file, sep=opts.sep, encoding=opts.encoding,
+                           header=opts.header == "first")
     interactions = _interactions(table, columns, opts.rating_scale)
     click_threshold = opts.click_threshold
     if columns.label is not None:
@@ -197,6 +203,47 @@ def _kind(path: Path) -> str:
             file=path,
         )
     return kind
+
+
+def _interaction_columns(cols: TableColumns) -> list[str]:
+    return [c for c in (cols.user, cols.item, cols.timestamp, cols.label, cols.rating,
+                        cols.summary, cols.review) if c is not None]
+
+
+def read_parquet_parts(folder: Path, columns: list[str]) -> Table:
+    """The `columns` of every *.parquet file in `folder` (parts of one table, as Spark,
+    DuckDB or a sharded export write them), through DuckDB: only those columns are read
+    (the rest of a wide file never reaches memory) and the parts are concatenated in file
+    name order; a bad row is named by its part file and 1-based row there."""
+    import duckdb
+
+    parts = sorted(folder.glob("*.parquet"))
+    if not parts:
+        raise DataError("no *.parquet files in this folder (a folder is read as the Parquet "
+                        "parts of one table)", file=folder)
+    selected = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    with duckdb.connect() as con:
+        try:
+            names = [r[0] for r in con.execute(
+                "SELECT name FROM parquet_schema(?) WHERE name <> 'schema'",
+                [[str(p) for p in parts]]).fetchall()]
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise DataError(f"no column {quote(missing[0])} in the Parquet parts "
+                                f"(columns: {', '.join(dict.fromkeys(names))})", file=folder)
+            frame = con.execute(
+                f"SELECT {selected}, filename AS __part, file_row_number AS __row FROM "
+                "read_parquet(?, union_by_name = true, filename = true, file_row_number = "
+                "true) ORDER BY __part, __row", [[str(p) for p in parts]]).df()
+        except duckdb.Error as exc:
+            raise DataError(f"cannot read the Parquet parts ({one_line(str(exc))})",
+                            file=folder) from exc
+    if frame.empty:
+        raise DataError("the Parquet parts hold no rows", file=folder)
+    part, row_in_part = frame.pop("__part").to_numpy(), frame.pop("__row").to_numpy()
+    frame.columns = [str(c) for c in frame.columns]
+    return Table(folder, frame, lambda row: int(row_in_part[row]) + 1,
+                 part_of=lambda row: Path(str(part[row])))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -469,7 +516,8 @@ def _fail_first(table: Table, bad: pd.Series, column: str, message: str) -> None
         return
     row = int(bad.to_numpy().argmax())
     value = table.frame[column].iloc[row]
-    raise DataError(f"{message}: {quote(value)}", file=table.path, line=table.locate(row),
+    where = table.part_of(row) if table.part_of is not None else table.path
+    raise DataError(f"{message}: {quote(value)}", file=where, line=table.locate(row),
                     field=column)
 
 

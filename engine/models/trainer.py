@@ -1,10 +1,14 @@
 """One trainer for every CRM: Adam, mini-batches from in-memory tensors, early stopping on
-validation AUC, best weights restored. Models stay free of optimiser and device logic."""
+validation AUC, best weights restored. Models stay free of optimiser and device logic.
+
+Under torchrun (engine.distributed) the model trains in DistributedDataParallel: each rank
+takes its share of every global batch (same seeded order everywhere), gradients are averaged,
+so every rank holds the same weights and reaches the same early-stopping decision on the
+full validation split."""
 
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from engine import distributed
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
 from engine.metrics import auc, logloss
@@ -63,7 +68,7 @@ class TaskTensors:
 
 
 def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    torch.set_num_threads(threads if threads > 0 else distributed.threads())
 
 
 class Regulariser(Protocol):
@@ -91,6 +96,14 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
     rows = torch.from_numpy(task.index("train") if train_rows is None else train_rows)
     valid_rows = task.index("valid")
     extra = regulariser.parameters() if regulariser is not None else []
+    ranks = distributed.current()
+    net = model
+    if ranks.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # static graph: hybrids use parameters outside forward (a regulariser reads the
+        # network again) or leave some unused; the used set is the same every step
+        net = DistributedDataParallel(model, static_graph=True)
     optimiser = torch.optim.Adam([*model.parameters(), *extra], lr=config.lr,
                                  weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -101,10 +114,10 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
     seen = 0
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.perf_counter()
-        loss = _train_epoch(model, tensors, rows, optimiser, config, generator,
+        loss = _train_epoch(net, model, tensors, rows, optimiser, config, generator,
                             desc=f"{name} epoch {epoch}", regulariser=regulariser)
         train_seconds += time.perf_counter() - t0
-        seen += len(rows)
+        seen += len(rows) // ranks.world  # this rank's samples per second
         probs = predict(model, tensors, valid_rows, config.eval_batch_size)
         labels = task.labels[valid_rows]
         row = {"epoch": epoch, "train_loss": loss, "valid_auc": auc(labels, probs),
@@ -113,7 +126,8 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
         if regulariser is not None:
             row.update(regulariser.epoch_end())
         log.append(row)
-        tqdm.write(f"  {name} epoch {epoch}: loss {loss:.4f}  valid AUC {row['valid_auc']:.4f}"
+        if ranks.main:
+            tqdm.write(f"  {name} epoch {epoch}: loss {loss:.4f}  valid AUC {row['valid_auc']:.4f}"
                    f"  LogLoss {row['valid_logloss']:.4f}  ({row['seconds']:.1f}s)")
         if row["valid_auc"] > best[0]:
             best = (row["valid_auc"], epoch, copy.deepcopy(model.state_dict()))
@@ -126,17 +140,23 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
                        train_samples_per_s=seen / max(train_seconds, 1e-9), log=log)
 
 
-def _train_epoch(model: nn.Module, tensors: TaskTensors, rows: torch.Tensor,
+def _train_epoch(net: nn.Module, model: nn.Module, tensors: TaskTensors, rows: torch.Tensor,
                  optimiser: torch.optim.Optimizer, config: TrainConfig,
                  generator: torch.Generator, desc: str,
                  regulariser: Regulariser | None = None) -> float:
+    """One pass over `rows` in seeded order; `net` is `model` or its DDP wrapper, and each
+    rank trains on its share (rank::world) of every global batch."""
     model.train()
+    ranks = distributed.current()
     order = rows[torch.randperm(len(rows), generator=generator)]
     total, count = 0.0, 0
-    batches = range(0, len(order), config.batch_size)
-    for i in tqdm(batches, desc=desc, leave=False, unit="batch", mininterval=1.0):
-        batch = tensors.batch(order[i:i + config.batch_size])
-        logits = model(batch)
+    # a last global batch too small to give every rank a sample is dropped on all of them
+    batches = [i for i in range(0, len(order), config.batch_size)
+               if len(order[i:i + config.batch_size]) >= ranks.world]
+    for i in tqdm(batches, desc=desc, leave=False, unit="batch", mininterval=1.0,
+                  disable=not ranks.main):
+        batch = tensors.batch(order[i:i + config.batch_size][ranks.rank::ranks.world])
+        logits = net(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
         objective = loss + config.embedding_l2 * _embedding_penalty(model, batch) \
             if config.embedding_l2 else loss
@@ -148,7 +168,7 @@ def _train_epoch(model: nn.Module, tensors: TaskTensors, rows: torch.Tensor,
         optimiser.step()
         total += loss.item() * len(logits)
         count += len(logits)
-    return total / max(count, 1)
+    return distributed.all_mean(total / max(count, 1), count)
 
 
 def _embedding_penalty(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

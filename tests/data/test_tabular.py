@@ -283,3 +283,44 @@ def test_single_label_class(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="one label class") as err:
         load_table_pair(path)
     assert (err.value.file, err.value.field) == (str(path), "rating")
+
+
+def write_parts(folder: Path, frames: list[pd.DataFrame]) -> Path:
+    folder.mkdir()
+    for k, frame in enumerate(frames):
+        frame.to_parquet(folder / f"part-{k:05d}.parquet")
+    return folder
+
+
+def test_a_folder_of_parquet_parts_is_one_table(tmp_path: Path) -> None:
+    rows = pd.DataFrame({"user": ["u1", "u1", "u2", "u2", "u3"], "item": ["a", "b", "a", "c", "b"],
+                         "rating": [5.0, 2.0, 4.0, 1.0, 3.0], "timestamp": [1, 2, 3, 4, 5],
+                         "wide": ["x" * 100] * 5})  # never read: not a role's column
+    whole = tmp_path / "whole.parquet"
+    rows.to_parquet(whole)
+    parts = write_parts(tmp_path / "events", [rows.iloc[:2], rows.iloc[2:4], rows.iloc[4:]])
+    folder = load_table_pair(parts)
+    single = load_table_pair(whole)
+    assert folder.name == "events"
+    pd.testing.assert_frame_equal(folder.interactions, single.interactions)
+
+
+def test_parquet_parts_name_the_part_and_row_of_a_bad_value(tmp_path: Path) -> None:
+    good = pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"], "rating": ["5", "4"],
+                         "timestamp": [1, 2]})
+    bad = good.assign(rating=["3", "n/a"])
+    parts = write_parts(tmp_path / "events", [good, bad])
+    with pytest.raises(DataError, match="not a number: 'n/a'") as err:
+        load_table_pair(parts)
+    assert (err.value.file, err.value.line, err.value.field) == (
+        str(parts / "part-00001.parquet"), 2, "rating")
+
+
+def test_parquet_parts_missing_column_and_empty_folder(tmp_path: Path) -> None:
+    parts = write_parts(tmp_path / "events", [pd.DataFrame({"user": ["a"], "item": ["x"],
+                                                            "stars": [5.0], "timestamp": [1]})])
+    with pytest.raises(DataError, match="no column 'rating' in the Parquet parts .*stars"):
+        load_table_pair(parts)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no \*.parquet files"):
+        load_table_pair(tmp_path / "empty")
