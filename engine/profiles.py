@@ -133,10 +133,9 @@ PROFILES: dict[str, Profile] = {
             _coco({"embed_dim": 16})),
         maps=MapConfig(),
         # estimated for 2 cores without native bf16: 45 min measured before CoRA, which adds
-        # ~9 min (its MF, 128 prompts' frozen states, two trainings, five scorings of the
-        # 700 analysed samples' top layers; measured 29 min alone with every frozen state
-        # computed here and the machine shared); CoCo adds ~5 min (its 340 window histories'
-        # pass, four trainings, five scorings)
+        # ~4 min (its MF, CoReLLa's states through 2 more layers, two trainings, five
+        # scorings of the 700 analysed samples' top 2 layers; from measured stage rates);
+        # CoCo adds ~5 min (its 340 window histories' pass, four trainings, five scorings)
         typical_seconds=3600.0,
     ),
     "full": Profile(
