@@ -80,9 +80,7 @@ def start() -> Ranks:
         if gpu:
             torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group("nccl" if gpu else "gloo", timeout=TIMEOUT)
-        # the ranks of one machine share its cores
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // ranks.local_world))
+        torch.set_num_threads(threads())  # the ranks of one machine share its cores
     return current()
 
 
@@ -101,8 +99,8 @@ def stop() -> None:
 
 def threads() -> int:
     """CPU threads one rank may use (all cores for a single process)."""
-    cores = os.cpu_count() or 1
-    return max(1, cores // current().local_world) if current().active else cores
+    cores, ranks = os.cpu_count() or 1, current()
+    return max(1, cores // ranks.local_world) if ranks.active else cores
 
 
 def share(positions: np.ndarray) -> np.ndarray:

@@ -584,11 +584,8 @@ class LLM:
         """Every rank's scores and states at their positions (as they are in one process)."""
         if not distributed.current().active:
             return out, states
-        full = distributed.assemble(len(out), mine, np.column_stack(
-            [out, *(s.astype(np.float64) for s in states)])[mine])
-        width = states[0].shape[1] if states else 0
-        return full[:, 0], [full[:, 1 + j * width:1 + (j + 1) * width].astype(np.float32)
-                            for j in range(len(states))]
+        return (distributed.assemble(len(out), mine, out[mine]),
+                [distributed.assemble(len(s), mine, s[mine]) for s in states])
 
     @torch.no_grad()
     def prefix_states(self, texts: Sequence[str], batch_size: int | None = None,

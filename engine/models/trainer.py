@@ -127,8 +127,9 @@ def fit(model: nn.Module, task: CTRTask, config: TrainConfig = TrainConfig(),
             row.update(regulariser.epoch_end())
         log.append(row)
         if ranks.main:
-            tqdm.write(f"  {name} epoch {epoch}: loss {loss:.4f}  valid AUC {row['valid_auc']:.4f}"
-                   f"  LogLoss {row['valid_logloss']:.4f}  ({row['seconds']:.1f}s)")
+            tqdm.write(f"  {name} epoch {epoch}: loss {loss:.4f}  valid AUC "
+                       f"{row['valid_auc']:.4f}  LogLoss {row['valid_logloss']:.4f}  "
+                       f"({row['seconds']:.1f}s)")
         if row["valid_auc"] > best[0]:
             best = (row["valid_auc"], epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= config.patience:
@@ -152,7 +153,7 @@ def _train_epoch(net: nn.Module, model: nn.Module, tensors: TaskTensors, rows: t
     total, count = 0.0, 0
     # a last global batch too small to give every rank a sample is dropped on all of them
     batches = [i for i in range(0, len(order), config.batch_size)
-               if len(order[i:i + config.batch_size]) >= ranks.world]
+               if min(config.batch_size, len(order) - i) >= ranks.world]
     for i in tqdm(batches, desc=desc, leave=False, unit="batch", mininterval=1.0,
                   disable=not ranks.main):
         batch = tensors.batch(order[i:i + config.batch_size][ranks.rank::ranks.world])
