@@ -90,6 +90,8 @@ def rank_main(rank: int, port: int, folder: str, llama_dir: str, data_dir: str) 
 
 
 def test_two_ranks_score_and_train_as_one_process(tmp_path, tiny_llama_dir, ml100k_dir):
+    # spawn re-imports the parent's __main__ in each child: the test runner's, not a page
+    # script an AppTest left behind (tests/app/conftest.py puts it back)
     one = work(str(tiny_llama_dir), str(ml100k_dir))
     torch.multiprocessing.start_processes(
         rank_main, args=(free_port(), str(tmp_path), str(tiny_llama_dir), str(ml100k_dir)),
