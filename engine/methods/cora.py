@@ -214,9 +214,11 @@ class CoRA(Method):
                 and shared.usable(llm.model, self.split_, llm.max_length)):
             self.lower_source_ = "computed here"
             return {}
-        states = shared.of_dtype(torch.float32)
+        states = shared.as_dtype(torch.float32)
+        kinds = " and ".join(sorted({str(s.dtype).removeprefix("torch.")
+                                     for s in shared.states.values()}))
         self.lower_source_ = (f"read from the run ({len(states):,} prompts' states, computed "
-                              "by an earlier LLM method")
+                              f"by an earlier LLM method in {kinds}")
         if shared.split < self.split_:
             t0 = time.perf_counter()
             states = self.llm_.lift_lower(states, shared.split, self.split_, progress=True)

@@ -135,6 +135,22 @@ def test_train_skip_trains_on_the_prompts_whose_states_the_run_holds(fitted, tas
     assert any(k.startswith("frozen layers of 0 prompts") for k in again.stage_seconds_)
 
 
+def test_states_the_run_scored_in_bfloat16_are_taken_not_recomputed(fitted, task, config):
+    """CoReLLa scores its analysed prompts in bf16 on CPUs with native bf16 and trains in
+    float32: CoRA (float32) takes both kinds instead of running the frozen layers again."""
+    states = {p: (s.to(torch.bfloat16) if i % 2 else s)
+              for i, (p, s) in enumerate(fitted.lower_.items())}
+    again = CoRA("cora", dataclasses.replace(config, variants=()), TRAIN)
+    again.use_artifacts({"llm_lower_states": LowerStates(config.llm.model, fitted.split_,
+                                                         config.llm.max_length, states)})
+    again.fit(task)
+    assert "in bfloat16 and float32" in again.lower_source_
+    assert any(k.startswith("frozen layers of 0 prompts") for k in again.stage_seconds_)
+    assert all(s.dtype == torch.float32 for s in again.lower_.values())
+    np.testing.assert_allclose(again.scores_["base"]["test"], fitted.scores_["base"]["test"],
+                               rtol=0, atol=2e-2)
+
+
 def test_the_runs_states_from_a_lower_layer_are_run_up_to_corAs_layers(fitted, task, config):
     """States entering layer 0 (the embeddings, as a method with weights in every layer
     would share them): CoRA runs layer 0 once per prompt and scores as if it had computed
