@@ -98,7 +98,7 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
     start = time.perf_counter()
     planned = planned_stages([m.name for m in profile.methods],
                              profile.maps is not None and request.maps)
-    expected = estimate(request.out, request.dataset, profile.name, profile.typical_seconds)
+    expected = estimate(request.out, request.dataset, profile.name, profile.typical())
     total = expected.total(planned)
     if total is not None:
         log(f"[eta] this run should take about {duration(total)} ({expected.source})")

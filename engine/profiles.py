@@ -17,7 +17,7 @@ from engine.methods.corella import CoReLLaConfig
 from engine.methods.llmcf import LLMCFConfig
 from engine.methods.sllmr import SLLMRConfig
 from engine.models.collab_weights import CollabConfig
-from engine.models.llm import LLMConfig
+from engine.models.llm import LLMConfig, cpu_has_bf16
 from engine.models.prompt_pool import PoolConfig
 from engine.models.trainer import TrainConfig
 from engine.options import override
@@ -43,6 +43,15 @@ class Profile:
     # wall seconds of the whole run on the 2-core reference CPU (README), for the ETA before
     # a run of this profile exists on the machine; None: not measured (GPU profiles)
     typical_seconds: float | None = None
+    # the same on a 2-core CPU with native bf16 (AVX512-BF16/AMX), where the LLM scores in
+    # bf16: 4-5x faster for the LLM methods; None: as typical_seconds
+    typical_seconds_bf16: float | None = None
+
+    def typical(self) -> float | None:
+        """The whole run's wall seconds expected on this machine's kind of CPU."""
+        if self.typical_seconds_bf16 is not None and cpu_has_bf16():
+            return self.typical_seconds_bf16
+        return self.typical_seconds
 
 
 def _crms(options: dict[str, Any], names: tuple[str, ...] = ("dcnv2", "deepfm", "din")
@@ -106,7 +115,7 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile(
         name="demo",
         description="the default run: all of ML-100k, every CRM, CoReLLa, S-LLMR, LLM-CF, "
-                    "CoRA and CoCo; ~35 min on 2 CPU cores with native bf16, ~1 h without",
+                    "CoRA and CoCo; ~15 min on 2 CPU cores with native bf16, ~1 h without",
         task=TaskConfig(),
         train=TrainConfig(batch_size=1024, max_epochs=10, patience=2),
         # LoRA in the top 4 layers trains 2.3x more prompts per second on 2 cores and
@@ -132,11 +141,11 @@ PROFILES: dict[str, Profile] = {
             # window; the 700 analysed samples fall in ~240 windows
             _coco({"embed_dim": 16})),
         maps=MapConfig(),
-        # estimated for 2 cores without native bf16: 45 min measured before CoRA, which adds
-        # ~4 min (its MF, CoReLLa's states through 2 more layers, two trainings, five
-        # scorings of the 700 analysed samples' top 2 layers; from measured stage rates);
-        # CoCo adds ~5 min (its 340 window histories' pass, four trainings, five scorings)
+        # without native bf16: estimated from stage rates measured on a 2-core AMD EPYC
+        # without AVX-512 (README); with it: 13 min 20 s measured, idle, on a 2-core AMD
+        # EPYC with AVX512-BF16 (2026-11-27, README "The five methods side by side")
         typical_seconds=3600.0,
+        typical_seconds_bf16=800.0,
     ),
     "full": Profile(
         name="full",

@@ -35,3 +35,16 @@ def test_estimate_without_a_run(tmp_path):
     assert guess.total(["load"]) == 900.0 and guess.left(["load"], [], 100.0) == 800.0
     assert guess.left(["load"], [], 950.0) is None  # slower than typical: no number
     assert Estimate({}, None, "unknown").left(["load"], [], 5.0) is None
+
+
+def test_the_typical_time_follows_the_cpu(monkeypatch):
+    """With no stored run the ETA starts from the profile's typical time for this kind of
+    CPU: the demo runs ~4x faster where the LLM scores in native bf16."""
+    from engine import profiles
+
+    demo = profiles.PROFILES["demo"]
+    monkeypatch.setattr(profiles, "cpu_has_bf16", lambda: True)
+    assert demo.typical() == demo.typical_seconds_bf16 == 800.0
+    monkeypatch.setattr(profiles, "cpu_has_bf16", lambda: False)
+    assert demo.typical() == demo.typical_seconds == 3600.0
+    assert profiles.PROFILES["full"].typical() is None  # not measured

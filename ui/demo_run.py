@@ -90,7 +90,7 @@ def expected_duration(out: Path) -> str:
     from engine.profiles import PROFILES  # imports the methods (torch): only when no run exists
 
     demo = PROFILES["demo"]
-    guess = estimate(out, "ml-100k", demo.name, demo.typical_seconds)
+    guess = estimate(out, "ml-100k", demo.name, demo.typical())
     total = guess.total(planned_stages([m.name for m in demo.methods], maps=True))
     return f"about {duration(total)} ({guess.source})" if total else "a while"
 
