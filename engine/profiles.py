@@ -44,7 +44,7 @@ class Profile:
     # a run of this profile exists on the machine; None: not measured (GPU profiles)
     typical_seconds: float | None = None
     # the same on a 2-core CPU with native bf16 (AVX512-BF16/AMX), where the LLM scores in
-    # bf16: 4-5x faster for the LLM methods; None: as typical_seconds
+    # bf16 (the demo: 13 min 20 s there, ~1 h without); None: as typical_seconds
     typical_seconds_bf16: float | None = None
 
     def typical(self) -> float | None:
