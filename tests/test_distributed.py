@@ -1,6 +1,6 @@
 """One run over several processes (engine.distributed): torchrun's environment is read and
-checked; two gloo ranks score the LLM's prompts in shares and train a CRM under DDP with the
-same results as one process; `torchrun -m engine run` on the smoke profile gives the same
+checked; two gloo ranks score the LLM's prompts and generate text in shares and train a CRM
+under DDP with the same results as one process; `torchrun -m engine run` on the smoke profile gives the same
 metrics as one process and one run file; a rank that dies fails the run and leaves the
 earlier runs as they were."""
 
@@ -54,18 +54,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def work(llama_dir: str, data_dir: str) -> dict[str, np.ndarray]:
-    """What both settings compute: LLM scores and states (whole and from frozen states) and a
-    DCNv2 trained on the synthetic task, scored on its test split."""
+def work(llama_dir: str, data_dir: str, cache_dir: str) -> dict[str, np.ndarray]:
+    """What both settings compute: LLM scores and states (whole and from frozen states),
+    greedy generations (through a fresh cache, then again from it) and a DCNv2 trained on
+    the synthetic task, scored on its test split."""
     from engine.data.movielens import load_ml100k
     from engine.data.task import TaskConfig, build_task
     from engine.models import build_crm, crm_config
+    from engine.models.generation import Decoding, DiskCache, generate_with_stats
     from engine.models.trainer import TaskTensors, TrainConfig, fit, predict
     from tests.llm_fixtures import tiny_llm
 
     llm = tiny_llm(Path(llama_dir))
     p, (state,) = llm.score_with_states(PROMPTS, layers=[1])
     q, _ = llm.score_above(PROMPTS, 1, {})
+    # one prompt per batch: no padding, so a prompt's text cannot depend on its batch
+    cache = DiskCache("generations", Path(cache_dir))
+    generated: list[str] = []  # the prompts this process generated for
+    plain = llm.generate
+    llm.generate = lambda prompts, **kw: (generated.extend(prompts), plain(prompts, **kw))[1]
+    made = generate_with_stats(llm, PROMPTS, Decoding(max_new_tokens=6), cache, batch_size=1)
+    again = generate_with_stats(llm, PROMPTS, Decoding(max_new_tokens=6), cache, batch_size=1)
     task = build_task(load_ml100k(data_dir), TaskConfig(history_len=6))
     torch.manual_seed(0)
     model = build_crm("dcnv2", task.schema, crm_config("dcnv2", {
@@ -74,7 +83,10 @@ def work(llama_dir: str, data_dir: str) -> dict[str, np.ndarray]:
                  tensors=TaskTensors(task))
     return {"p": p, "state": state, "q": q, "crm": predict(model, TaskTensors(task),
                                                               task.index("test")),
-            "epoch": np.array([result.best_epoch])}
+            "epoch": np.array([result.best_epoch]), "texts": np.array(made.texts),
+            "tokens": np.array(made.tokens), "fresh": ~np.array(made.cached),
+            "again": np.array(again.texts), "again_cached": np.array(again.cached),
+            "generated": np.array([len(generated)])}
 
 
 def rank_main(rank: int, port: int, folder: str, llama_dir: str, data_dir: str) -> None:
@@ -83,16 +95,16 @@ def rank_main(rank: int, port: int, folder: str, llama_dir: str, data_dir: str) 
     ranks = distributed.start()
     try:
         assert ranks.world == 2 and torch.get_num_threads() >= 1
-        out = work(llama_dir, data_dir)
+        out = work(llama_dir, data_dir, str(Path(folder) / "cache-two"))
         np.savez(Path(folder) / f"rank{rank}.npz", **out)
     finally:
         distributed.stop()
 
 
-def test_two_ranks_score_and_train_as_one_process(tmp_path, tiny_llama_dir, ml100k_dir):
+def test_two_ranks_score_generate_and_train_as_one_process(tmp_path, tiny_llama_dir, ml100k_dir):
     # spawn re-imports the parent's __main__ in each child: the test runner's, not a page
     # script an AppTest left behind (tests/app/conftest.py puts it back)
-    one = work(str(tiny_llama_dir), str(ml100k_dir))
+    one = work(str(tiny_llama_dir), str(ml100k_dir), str(tmp_path / "cache-one"))
     torch.multiprocessing.start_processes(
         rank_main, args=(free_port(), str(tmp_path), str(tiny_llama_dir), str(ml100k_dir)),
         nprocs=2, start_method="spawn")
@@ -101,6 +113,14 @@ def test_two_ranks_score_and_train_as_one_process(tmp_path, tiny_llama_dir, ml10
         np.testing.assert_allclose(two["p"], one["p"], rtol=0, atol=1e-6)
         np.testing.assert_allclose(two["q"], one["q"], rtol=0, atol=1e-6)
         np.testing.assert_allclose(two["state"], one["state"], rtol=0, atol=1e-5)
+        # generation: each rank made its share, every rank holds every text, in place
+        assert two["texts"].tolist() == one["texts"].tolist()
+        assert two["tokens"].tolist() == one["tokens"].tolist() and two["fresh"].all()
+        assert two["again"].tolist() == one["texts"].tolist() and two["again_cached"].all()
+    assert [r["generated"][0] for r in ranks] == [3, 2]  # shares of 5; the rerun: none
+    assert one["generated"][0] == len(PROMPTS)
+    cached = list((tmp_path / "cache-two" / "generations").rglob("*.json"))
+    assert len(cached) == len(PROMPTS)
     # DDP: each rank trained on half of every batch, gradients averaged: the same model on
     # both ranks, and the one process's up to float rounding
     np.testing.assert_array_equal(ranks[0]["crm"], ranks[1]["crm"])

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine import distributed
 from engine.errors import ConfigError
 
 ANSWER_CUE = "Answer:"
@@ -135,30 +136,40 @@ def generate_cached(llm: Any, prompts: Sequence[str], decoding: Decoding = Decod
 def generate_with_stats(llm: Any, prompts: Sequence[str], decoding: Decoding = Decoding(),
                         cache: DiskCache | None = None, batch_size: int = 8,
                         progress: str | None = None) -> Generated:
-    """generate_cached with its costs; `progress` names a progress bar over the batches."""
+    """generate_cached with its costs; `progress` names a progress bar over the batches.
+    Under torchrun rank 0's cache decides what is missing, each rank generates its share of
+    that (and caches it), and every rank ends with every text."""
     cache = cache or DiskCache("generations")
     texts = [model_text(llm, p, decoding) for p in prompts]
     settings = asdict(decoding)
     keys = [cache.key(llm.config.model, llm.adapter_hash(), t, settings) for t in texts]
     entries = [cache.entry(k) for k in keys]
-    out = [None if e is None else e["value"] for e in entries]
-    tokens = [0 if e is None else int(e.get("tokens", -1)) for e in entries]
+    # one view of the cache for every rank (a rank may have written entries the others
+    # have not read yet, or sit on another node with its own cache folder)
+    out, tokens = distributed.broadcast(
+        ([None if e is None else e["value"] for e in entries],
+         [0 if e is None else int(e.get("tokens", -1)) for e in entries]))
     cached = [value is not None for value in out]
     seconds = [0.0] * len(prompts)
     todo = [i for i, value in enumerate(out) if value is None]
-    starts = range(0, len(todo), batch_size)
-    if progress and todo:
+    mine = distributed.share(np.array(todo, dtype=np.int64)).tolist()
+    starts = range(0, len(mine), batch_size)
+    if progress and mine:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=progress, unit="batch", leave=False)
+    made: list[tuple[int, str, float, int]] = []
     for start in starts:
-        chunk = todo[start:start + batch_size]
+        chunk = mine[start:start + batch_size]
         t0 = time.perf_counter()
         fresh, counts = llm.generate([texts[i] for i in chunk],
                                      max_new_tokens=decoding.max_new_tokens, return_counts=True)
         share = (time.perf_counter() - t0) / len(chunk)
         for i, text, count in zip(chunk, fresh, counts):
             cache.put(keys[i], text, model=llm.config.model, decoding=settings, tokens=count)
+            made.append((i, text, share, count))
+    for _, part in distributed.gather(np.array(mine, dtype=np.int64), made):
+        for i, text, share, count in part:
             out[i], seconds[i], tokens[i] = text, share, count
     # entries written before counts were kept: count the text again
     tokens = [n if n >= 0 else len(llm.tokenizer(t, add_special_tokens=False).input_ids)
