@@ -1,8 +1,8 @@
 """One run over several processes (engine.distributed): torchrun's environment is read and
 checked; two gloo ranks score the LLM's prompts and generate text in shares and train a CRM
-under DDP with the same results as one process; `torchrun -m engine run` on the smoke profile gives the same
-metrics as one process and one run file; a rank that dies fails the run and leaves the
-earlier runs as they were."""
+under DDP with the same results as one process; `torchrun -m engine run` on the smoke
+profile gives the same metrics as one process and one run file; a rank that dies fails the
+run and leaves the earlier runs as they were."""
 
 from __future__ import annotations
 
