@@ -16,12 +16,17 @@ def run_app(monkeypatch, runs_dir):
     return open_page(monkeypatch, runs_dir, "app.py")
 
 
-def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("bf16", "expected"), [(False, "about 1 h"),
+                                               (True, "about 13 min 20 s")])
+def test_empty_store_says_how_to_make_a_run(monkeypatch, tmp_path, bf16, expected):
+    from engine import profiles
+
+    monkeypatch.setattr(profiles, "cpu_has_bf16", lambda: bf16)  # the ETA follows the CPU
     at = run_app(monkeypatch, tmp_path / "none")
     assert "No runs" in at.info[0].value
     assert "python -m engine run" in at.info[0].value
     assert at.button(key="home_start_demo").label.startswith("Start the demo run")
-    assert any("about 1 h (the profile's typical time" in c.value for c in at.caption)
+    assert any(f"{expected} (the profile's typical time" in c.value for c in at.caption)
 
 
 def same_sample_table(reader, split: str) -> pd.DataFrame:
