@@ -85,6 +85,7 @@ def _coco(crm_options: dict[str, Any], **config: Any) -> MethodSpec:
 
 
 SMOKE_CRM = {"embed_dim": 8, "deep_layers": (32, 16)}
+SMOKE_LLM = LLMConfig(batch_size=8, max_length=256, score_dtype="float32")
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -92,23 +93,24 @@ PROFILES: dict[str, Profile] = {
         description="tests: ~60 users, tiny CRMs, SmolLM2 on a few dozen prompts; ~2.5 min",
         task=TaskConfig(max_users=60, prompt_history=5),
         train=TrainConfig(batch_size=256, max_epochs=2, patience=1),
+        # every LLM in float32: the smoke run (the tests' run) gives the same numbers on CPUs
+        # with and without native bf16, and sharded scoring equals one process's exactly
+        # (bf16 rounds differently as torchrun's shares change the batches)
         methods=_crms(SMOKE_CRM, ("dcnv2", "deepfm")) + (_corella(
             SMOKE_CRM, stage2_samples=8, stage3_samples=8, analyse_valid=16, analyse_test=32,
-            answers=2, lora_top_layers=4, llm=LLMConfig(batch_size=8, max_length=256)),
+            answers=2, lora_top_layers=4, llm=SMOKE_LLM),
             _sllmr(SMOKE_CRM, users=8, labelled=4, popular=1, long_tail=1,
-                   pairs_per_user=6, mc_passes=4),
-            _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24),
+                   pairs_per_user=6, mc_passes=4, llm=SMOKE_LLM),
+            _llmcf(SMOKE_CRM, pool_size=8, cot_tokens=24, llm=SMOKE_LLM),
             # after CoReLLa with the same analysed samples, top layers and LLM settings: the
             # frozen layers' states of the analysed prompts and of its 8 stage-3 prompts
             # (CoRA's training prompts) are CoReLLa's
             _cora(SMOKE_CRM, mf_dim=8, train_samples=8, train_skip=8, epochs=1,
-                  analyse_valid=16, analyse_test=32, llm=LLMConfig(batch_size=8, max_length=256,
-                                                 score_dtype="float32"),
+                  analyse_valid=16, analyse_test=32, llm=SMOKE_LLM,
                   collab=CollabConfig(top_layers=4)),
             _coco(SMOKE_CRM, window=16, train_windows=8, window_batch=4, prompt_epochs=1,
                   lora_epochs=1, analyse_valid=16, analyse_test=32, history_items=3,
-                  pool=PoolConfig(size=8), llm=LLMConfig(batch_size=8, max_length=256,
-                                                          score_dtype="float32"))),
+                  pool=PoolConfig(size=8), llm=SMOKE_LLM)),
         maps=MapConfig(max_items=60, n_neighbors=8, knn=5),
         typical_seconds=150.0,
     ),
