@@ -143,18 +143,17 @@ def generate_with_stats(llm: Any, prompts: Sequence[str], decoding: Decoding = D
     texts = [model_text(llm, p, decoding) for p in prompts]
     settings = asdict(decoding)
     keys = [cache.key(llm.config.model, llm.adapter_hash(), t, settings) for t in texts]
-    entries = [cache.entry(k) for k in keys]
-    # one view of the cache for every rank (a rank may have written entries the others
-    # have not read yet, or sit on another node with its own cache folder)
+    # rank 0's view of the cache for every rank (a rank may have written entries the others
+    # have not read yet, or sit on another node with its own cache folder); only it reads
+    entries = [cache.entry(k) for k in keys] if distributed.current().main else []
     out, tokens = distributed.broadcast(
         ([None if e is None else e["value"] for e in entries],
          [0 if e is None else int(e.get("tokens", -1)) for e in entries]))
     cached = [value is not None for value in out]
     seconds = [0.0] * len(prompts)
-    todo = [i for i, value in enumerate(out) if value is None]
-    mine = distributed.share(np.array(todo, dtype=np.int64)).tolist()
+    mine = distributed.share(np.array([i for i, v in enumerate(out) if v is None], np.int64))
     starts = range(0, len(mine), batch_size)
-    if progress and mine:
+    if progress and len(mine):
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=progress, unit="batch", leave=False)
@@ -168,7 +167,7 @@ def generate_with_stats(llm: Any, prompts: Sequence[str], decoding: Decoding = D
         for i, text, count in zip(chunk, fresh, counts):
             cache.put(keys[i], text, model=llm.config.model, decoding=settings, tokens=count)
             made.append((i, text, share, count))
-    for _, part in distributed.gather(np.array(mine, dtype=np.int64), made):
+    for _, part in distributed.gather(mine, made):
         for i, text, share, count in part:
             out[i], seconds[i], tokens[i] = text, share, count
     # entries written before counts were kept: count the text again
