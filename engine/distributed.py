@@ -7,8 +7,16 @@ process group (gloo on CPU, nccl on GPU). Every rank runs the same program on th
 
 - CRM training under DistributedDataParallel, each rank on its share of every global batch
   (engine.models.trainer);
-- LLM scoring, each rank on its share of the prompts, gathered (engine.models.llm);
-- rank 0 alone claims the run id and writes the store (engine.pipeline).
+- LLM scoring and generation, each rank on its share of the prompts, gathered
+  (engine.models.llm, engine.models.generation);
+- adapter and hybrid training loops that are no single module's forward (LoRA, CoReLLa's
+  joint stage, CoRA's generator, CoCo's phases): `data_parallel` runs each step's loss under
+  DistributedDataParallel over the trainable parameters, each rank on `batch_share` of the
+  batch with its loss weighted by `share_weight`, so the averaged gradients are the whole
+  batch's (as one process computes them, up to float rounding);
+- every rank writes its share of the per-sample outputs as Parquet parts and rank 0 merges
+  them into the run's DuckDB file (engine.pipeline, engine.store); rank 0 alone claims the
+  run id and publishes the run.
 
 A rank that fails takes the others down with it (torchrun stops the group), and the store's
 atomic rename leaves earlier runs as they were. One process (no torchrun) is world size 1:
@@ -18,7 +26,7 @@ every function here is then a no-op or the identity.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,6 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from engine.errors import ConfigError
 
@@ -110,13 +119,18 @@ def share(positions: np.ndarray) -> np.ndarray:
     return positions[ranks.rank::ranks.world] if ranks.active else positions
 
 
+def gather_objects(value: T) -> list[T]:
+    """Every rank's `value` (picklable), in rank order (just this one's in one process)."""
+    if not current().active:
+        return [value]
+    out: list[Any] = [None] * current().world
+    dist.all_gather_object(out, value)
+    return out
+
+
 def gather(positions: np.ndarray, values: T) -> list[tuple[np.ndarray, T]]:
     """Every rank's (positions, values), in rank order (just this rank's alone)."""
-    if not current().active:
-        return [(positions, values)]
-    out: list[Any] = [None] * current().world
-    dist.all_gather_object(out, (positions, values))
-    return out
+    return gather_objects((positions, values))
 
 
 def assemble(n: int, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -126,6 +140,17 @@ def assemble(n: int, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
     for where, part in parts:
         out[where] = part
     return out
+
+
+def all_mean_dict(values: dict[str, float], weight: float) -> dict[str, float]:
+    """Each key's weighted mean over the ranks that report it (one collective; a rank's
+    batch share may lack a segment another's has)."""
+    if not current().active:
+        return dict(values)
+    parts = gather_objects((values, weight))
+    keys = dict.fromkeys(k for v, _ in parts for k in v)
+    return {k: sum(v[k] * w for v, w in parts if k in v)
+            / max(sum(w for v, w in parts if k in v), 1e-12) for k in keys}
 
 
 def broadcast(value: T) -> T:
@@ -144,3 +169,50 @@ def all_mean(value: float, weight: float) -> float:
     both = torch.tensor([value * weight, weight], dtype=torch.float64)
     dist.all_reduce(both)
     return float(both[0] / max(float(both[1]), 1e-12))
+
+
+def barrier() -> None:
+    if current().active:
+        dist.barrier()
+
+
+def batch_share(rows: np.ndarray) -> np.ndarray | None:
+    """This rank's rows of one global training batch (every world-th); None on every rank
+    when the batch is too small to give each rank one (all ranks then skip that step)."""
+    ranks = current()
+    if not ranks.active:
+        return rows
+    return rows[ranks.rank::ranks.world] if len(rows) >= ranks.world else None
+
+
+def share_weight(mine: int, total: int) -> float:
+    """What a rank multiplies its mean loss over `mine` of the batch's `total` samples by, so
+    that DDP's average over the ranks is the mean over the whole batch."""
+    return current().world * mine / max(total, 1)
+
+
+class _Parameters(nn.Module):
+    """A training step's trainable parameters as one module, whose forward is the step's loss
+    (a closure over models that are not one nn.Module: the LLM's LoRA layers called layer by
+    layer, a generator whose output patches the LLM, CoCo's pool, decoupler and fusion)."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+    def forward(self, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return step(*args, **kwargs)
+
+
+def data_parallel(params: list[nn.Parameter]) -> Callable[..., Any]:
+    """`run(step, *args)` computes a training step's loss `step(*args)`; under torchrun it runs
+    inside DistributedDataParallel over `params` (rank 0's values broadcast at the start), so
+    backward averages their gradients over the ranks; in one process it is a plain call.
+    Everything the loss depends on must be computed inside `step`."""
+    trainable = [p for p in params if p.requires_grad]
+    if not current().active or not trainable:
+        return lambda step, *args, **kwargs: step(*args, **kwargs)
+    from torch.nn.parallel import DistributedDataParallel
+
+    # find_unused_parameters: a step may leave some untouched (a variant without the pool)
+    return DistributedDataParallel(_Parameters(trainable), find_unused_parameters=True)

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from engine import distributed
 from engine.data.task import CTRTask, history_text
 from engine.errors import ConfigError
 from engine.methods.base import (
@@ -222,17 +223,23 @@ class CoCo(Method):
         self._crm_features(task)
         self.llm_ = self._llm()
         t0 = time.perf_counter()
+        # training batches give any rank any window; each rank scores its share of the
+        # analysed windows, so under torchrun it reads only their histories
         texts = [self.history_text(int(r)) for r in self.train_windows_.first]
-        texts += [self.history_text(int(r)) for s in EVAL_SPLITS
-                  for r in self.eval_windows_[s].first]
+        shares = {s: self._eval_share(s) for s in EVAL_SPLITS}
+        texts += [self.history_text(int(self.eval_windows_[s].first[i]))
+                  for s in EVAL_SPLITS for i in shares[s]]
         unique = list(dict.fromkeys(texts))
         states = dict(zip(unique, self.llm_.prefix_states(unique, progress=True)))
         self.train_prefix_ = [states[t] for t in texts[:len(self.train_windows_)]]
         rest = texts[len(self.train_windows_):]
-        self.eval_prefix_ = {}
+        self.eval_prefix_: dict[str, list[PrefixStates | None]] = {}
         for split in EVAL_SPLITS:
-            n = len(self.eval_windows_[split])
-            self.eval_prefix_[split], rest = [states[t] for t in rest[:n]], rest[n:]
+            n = len(shares[split])
+            self.eval_prefix_[split] = [None] * len(self.eval_windows_[split])
+            for i, text in zip(shares[split], rest[:n]):
+                self.eval_prefix_[split][i] = states[text]
+            rest = rest[n:]
         self.stage_seconds_[f"LLM pass over {len(unique):,} window histories"] = (
             time.perf_counter() - t0)
         self._add_lora()
@@ -255,6 +262,10 @@ class CoCo(Method):
         cfg = self.config
         return [VariantSpec("coco"), *(SPECS[v] for v in cfg.variants),
                 *(VariantSpec(f"k{k}", size=k) for k in cfg.k_sweep)]
+
+    def _eval_share(self, split: str) -> np.ndarray:
+        """The analysed windows of `split` this rank scores (all of them in one process)."""
+        return distributed.share(np.arange(len(self.eval_windows_[split])))
 
     def history_text(self, row: int) -> str:
         """What the LLM reads of a window: the user's most recent rated items before it."""
@@ -464,24 +475,37 @@ class CoCo(Method):
             return
         optimiser = torch.optim.AdamW([{"params": upstream, "lr": lr},
                                        {"params": head, "lr": cfg.head_lr}])
+        run = distributed.data_parallel([*upstream, *head])  # DDP under torchrun
         rng = np.random.default_rng(cfg.seed + (phase == "lora"))
         windows = self.train_windows_
+        sizes = np.array([len(r) for r in windows.rows])
         step = 0
         stage = f"{parts.spec.key}:{phase}"
         best = self._checkpoint(parts, stage, step, 0, None)
+
+        def share_loss(ids: np.ndarray, weight: float) -> tuple[torch.Tensor, dict]:
+            loss, logs = self.batch_loss(parts, windows.take(ids),
+                                         [self.train_prefix_[i] for i in ids], phase,
+                                         parts.spec.elimination)
+            return loss * weight, logs
+
         for epoch in range(epochs):
             order = rng.permutation(len(windows))
             starts = range(0, len(order), cfg.window_batch)
             for start in tqdm(starts, desc=f"CoCo {stage} epoch {epoch + 1}/{epochs}",
-                              unit="batch", leave=False):
+                              unit="batch", leave=False, disable=not distributed.current().main):
                 ids = order[start:start + cfg.window_batch]
-                loss, logs = self.batch_loss(parts, windows.take(ids),
-                                             [self.train_prefix_[i] for i in ids], phase,
-                                             parts.spec.elimination)
+                mine = distributed.batch_share(ids)  # under torchrun: a share of the windows
+                if mine is None:
+                    continue
+                # weighted by samples: DDP's average is the mean over the batch's samples
+                weight = distributed.share_weight(int(sizes[mine].sum()), int(sizes[ids].sum()))
+                loss, logs = run(share_loss, mine, weight)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 step += 1
+                logs = distributed.all_mean_dict(logs, float(sizes[mine].sum()))
                 self.log_ += [{"stage": stage, "epoch": step, "metric": k, "value": v}
                               for k, v in logs.items()]
             if parts.spec.pool and phase == "prompts":
@@ -532,8 +556,9 @@ class CoCo(Method):
             windows, prefixes = self.eval_windows_[split], self.eval_prefix_[split]
             out = pd.Series(np.nan, index=self.rows_[split])
             frames = []
-            for start in range(0, len(windows), size):
-                ids = np.arange(start, min(start + size, len(windows)))
+            mine = self._eval_share(split)  # under torchrun, this rank's windows
+            for start in range(0, len(mine), size):
+                ids = mine[start:start + size]
                 part = windows.take(ids)
                 wp = self.window_pass(parts, [prefixes[i] for i in ids], part.users)
                 vectors = parts.decoupler(wp.queries, wp.states, wp.state_mask)
@@ -543,8 +568,8 @@ class CoCo(Method):
                 hidden, crm_logit, _ = self._features(rows)
                 logit, attention = parts.fusion(hidden, crm_logit, vectors[owner],
                                                 wp.weights[owner])
-                out.loc[rows] = torch.sigmoid(logit).double().numpy()
-                frame = {"row": rows, "p_crm": torch.sigmoid(crm_logit).double().numpy(),
+                frame = {"row": rows, "prob": torch.sigmoid(logit).double().numpy(),
+                         "p_crm": torch.sigmoid(crm_logit).double().numpy(),
                          "llm_share": (1 - attention[:, -1]).double().numpy()}
                 if wp.selection is not None:
                     sel = wp.selection
@@ -552,9 +577,11 @@ class CoCo(Method):
                                        ("weights", sel.weights)):
                         frame[key] = list(value[owner].numpy())
                 frames.append(pd.DataFrame(frame))
+            frames = [f for part in distributed.gather_objects(frames) for f in part]
+            scored = pd.concat(frames, ignore_index=True).set_index("row")
+            out.loc[scored.index] = scored.pop("prob").to_numpy()
             probs[split] = out.to_numpy()
-            trace[split] = pd.concat(frames, ignore_index=True).set_index("row").loc[
-                self.rows_[split]].reset_index()
+            trace[split] = scored.loc[self.rows_[split]].reset_index()
         return probs, trace
 
     # --- analysis -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from engine import distributed
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
 from engine.methods.base import (
@@ -149,7 +150,12 @@ class CoRA(Method):
             self.lower_source_ = "recomputed per batch (beyond lower_cache_mb)"
         if self.cache_lower_:
             t0 = time.perf_counter()
-            todo = self._fill_lower(prompts)
+            # training batches give any rank any training prompt (every rank holds them all);
+            # each rank scores only its share of the analysed prompts
+            todo = self.llm_.fill_lower_everywhere(task.prompts(self.train_rows_), self.split_,
+                                                   self.lower_, progress=True)
+            analysed = [task.prompts(self.rows_[s]) for s in EVAL_SPLITS]
+            todo += self._fill_lower([ps[i] for ps in analysed for i in self._scoring_share(ps)])
             self.stage_seconds_[f"frozen layers of {todo:,} prompts "
                                 f"({len(set(prompts)) - todo:,} from the run)"] = (
                 time.perf_counter() - t0)
@@ -266,27 +272,37 @@ class CoRA(Method):
         weights = CollaborativeWeights(self.llm_._backbone(), source.dim, cfg.collab)
         weights.generator.standardise(source.users, source.items)
         optimiser = torch.optim.AdamW(weights.parameters(), lr=cfg.lr)
+        run = distributed.data_parallel(list(weights.parameters()))  # DDP under torchrun
         rows = self.train_rows_
         prompts = task.prompts(rows)
         lengths = np.array([len(s) for s in self.llm_.tokenize(prompts)])
         labels = torch.from_numpy(task.labels[rows].astype(np.float32))
+
+        def batch_loss(part: np.ndarray, total: int) -> torch.Tensor:
+            e_u, e_i = self._pair(source, rows[part])
+            a = weights.generator(e_u, e_i)
+            logit = self._logits([prompts[i] for i in part], a, weights)
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logit, labels[torch.from_numpy(part)])
+            return loss * distributed.share_weight(len(part), total)
+
         weights.train()
         step = 0
         for epoch in range(cfg.epochs):
             for part in tqdm(batches(lengths, cfg.batch_size, epoch, cfg.seed, True),
                              desc=f"CoRA {variant} epoch {epoch + 1}/{cfg.epochs}",
-                             unit="batch", leave=False):
-                e_u, e_i = self._pair(source, rows[part])
-                a = weights.generator(e_u, e_i)
-                logit = self._logits([prompts[i] for i in part], a, weights)
-                loss = nn.functional.binary_cross_entropy_with_logits(
-                    logit, labels[torch.from_numpy(part)])
+                             unit="batch", leave=False, disable=not distributed.current().main):
+                mine = distributed.batch_share(part)
+                if mine is None:
+                    continue
+                loss = run(batch_loss, mine, len(part))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 step += 1
+                value = float(loss.detach()) / distributed.share_weight(len(mine), len(part))
                 self.log_.append({"stage": variant, "epoch": step, "metric": "llm_loss",
-                                  "value": float(loss.detach())})
+                                  "value": distributed.all_mean(value, len(mine))})
         weights.eval()
         return weights
 
@@ -309,15 +325,23 @@ class CoRA(Method):
                                            .permutation(len(rows)))]
             a_all = weights.generator(e_u, e_i)
         size = self.config.llm.batch_size
-        order = np.argsort([len(p) for p in prompts], kind="stable")
+        order = self._scoring_share(prompts)  # under torchrun, this rank's share
         what = "base" if weights is None else pair
         for start in tqdm(range(0, len(order), size), desc=f"CoRA scoring ({what})",
-                          unit="batch", leave=False, disable=len(order) <= size):
+                          unit="batch", leave=False,
+                          disable=len(order) <= size or not distributed.current().main):
             part = order[start:start + size]
             a = a_all[torch.from_numpy(part)] if a_all is not None else None
             logit = self._logits([prompts[i] for i in part], a, weights)
             out[part] = torch.sigmoid(logit).double().numpy()
+        if distributed.current().active:
+            out = distributed.assemble(len(out), order, out[order])
         return out, a_all
+
+    @staticmethod
+    def _scoring_share(prompts: list[str]) -> np.ndarray:
+        """Positions of the prompts this rank scores, length-sorted (all in one process)."""
+        return distributed.share(np.argsort([len(p) for p in prompts], kind="stable"))
 
     def _score_all(self, task: CTRTask) -> dict[str, dict[str, np.ndarray]]:
         cfg = self.config

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from engine import distributed
 from engine.data.task import CTRTask
 from engine.errors import ConfigError
 from engine.methods.base import (
@@ -229,28 +230,41 @@ class CoReLLa(Method):
             {"params": self.align_.parameters(), "lr": cfg.llm_lr},
         ]
         optimiser = torch.optim.AdamW(params, weight_decay=0.0)
+        # under torchrun: DDP over all three, each rank on its share of every batch
+        run = distributed.data_parallel([p for group in params for p in group["params"]])
+
+        def batch_loss(rows: np.ndarray, total: int) -> tuple[torch.Tensor, ...]:
+            labels = torch.from_numpy(task.labels[rows])
+            batch = self.stage1_.tensors_.batch(torch.from_numpy(rows))
+            crm_logits, crm_states = self.crm_(batch, return_hidden=True)
+            l_crm = nn.functional.binary_cross_entropy_with_logits(crm_logits, labels)
+            l_llm, llm_states = self.llm_.click_loss([seqs[r] for r in rows.tolist()],
+                                                     labels, llm_layers)
+            l_align = self.align_(llm_states, [crm_states[j] for j in crm_layers])
+            loss = a * l_llm + b * l_crm + c * l_align
+            return loss * distributed.share_weight(len(rows), total), l_llm, l_crm, l_align
+
         self.llm_.model.train()
         self.crm_.train()
         step = 0
         for epoch in range(cfg.stage_epochs):
             for rows in tqdm(self._batches(self.stage2_rows_, epoch), desc="CoReLLa stage 2",
-                             unit="batch", leave=False):
-                labels = torch.from_numpy(task.labels[rows])
-                batch = self.stage1_.tensors_.batch(torch.from_numpy(rows))
-                crm_logits, crm_states = self.crm_(batch, return_hidden=True)
-                l_crm = nn.functional.binary_cross_entropy_with_logits(crm_logits, labels)
-                l_llm, llm_states = self.llm_.click_loss([seqs[r] for r in rows.tolist()],
-                                                         labels, llm_layers)
-                l_align = self.align_(llm_states, [crm_states[j] for j in crm_layers])
-                loss = a * l_llm + b * l_crm + c * l_align
+                             unit="batch", leave=False, disable=not distributed.current().main):
+                mine = distributed.batch_share(rows)
+                if mine is None:
+                    continue
+                loss, l_llm, l_crm, l_align = run(batch_loss, mine, len(rows))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 step += 1
-                for metric, value in (("loss", loss), ("llm_loss", l_llm), ("crm_loss", l_crm),
-                                      ("align_loss", l_align)):
+                weight = distributed.share_weight(len(mine), len(rows))
+                for metric, value in (("loss", float(loss.detach()) / weight),
+                                      ("llm_loss", float(l_llm.detach())),
+                                      ("crm_loss", float(l_crm.detach())),
+                                      ("align_loss", float(l_align.detach()))):
                     self.log_.append({"stage": "stage2", "epoch": step, "metric": metric,
-                                      "value": float(value.detach())})
+                                      "value": distributed.all_mean(value, len(mine))})
         self.llm_.model.eval()
         self.crm_.eval()
 

@@ -5,7 +5,8 @@ cores the cheaper path (bench/llm_speed.py, "adapter training") puts LoRA in the
 only: the frozen layers below then run without autograd, and once per prompt when training
 sees it more than once (their output is the same every epoch), and batches hold prompts of
 similar length so little of each batch is padding. `top_layers=0` is the usual full-LoRA
-path, unchanged (what a GPU run uses).
+path, unchanged (what a GPU run uses). Under torchrun each rank trains on its share of every
+batch under DistributedDataParallel (engine.distributed.data_parallel).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine import distributed
 from engine.errors import ConfigError
 from engine.models.llm import LLM
 
@@ -77,31 +79,42 @@ def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: Adap
     key_of = list(range(len(seqs))) if keys is None else list(keys)
     if len(key_of) != len(seqs):
         raise ConfigError(f"{len(key_of)} cache keys for {len(seqs)} prompts")
-    optimiser = torch.optim.AdamW([p for p in llm.model.parameters() if p.requires_grad],
-                                  lr=cfg.lr)
+    trainable = [p for p in llm.model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=cfg.lr)
+    run = distributed.data_parallel(trainable)  # under torchrun: DDP, a share of each batch
+
+    def batch_loss(rows: np.ndarray, total: int) -> torch.Tensor:
+        if cache:
+            names = [key_of[i] for i in rows.tolist()]
+            missing = [i for i, k in zip(rows.tolist(), names) if k not in lower]
+            if missing:
+                lower.update(zip((key_of[i] for i in missing),
+                                 llm.lower_states([seqs[i] for i in missing])))
+            logit, _ = llm.logit_from_lower([lower[k] for k in names])
+        else:
+            logit, _ = llm.forward_ids([seqs[i] for i in rows.tolist()])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logit, targets[torch.from_numpy(rows)])
+        return loss * distributed.share_weight(len(rows), total)
+
     llm.model.train()
     losses = []
     try:
         for epoch in range(cfg.epochs):
             for rows in tqdm(batches(lengths, cfg.batch_size, epoch, cfg.seed, cfg.length_sorted),
                              desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                             leave=False):
-                batch = [seqs[i] for i in rows.tolist()]
-                if cache:
-                    names = [key_of[i] for i in rows.tolist()]
-                    missing = [i for i, k in zip(rows.tolist(), names) if k not in lower]
-                    if missing:
-                        lower.update(zip((key_of[i] for i in missing),
-                                         llm.lower_states([seqs[i] for i in missing])))
-                    logit, _ = llm.logit_from_lower([lower[k] for k in names])
-                else:
-                    logit, _ = llm.forward_ids(batch)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    logit, targets[torch.from_numpy(rows)])
+                             leave=False, disable=not distributed.current().main):
+                mine = distributed.batch_share(rows)
+                if mine is None:
+                    continue
+                loss = run(batch_loss, mine, len(rows))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                losses.append(float(loss.detach()))
+                # the batch's mean loss (each rank's share weighted back)
+                losses.append(distributed.all_mean(
+                    float(loss.detach()) / distributed.share_weight(len(mine), len(rows)),
+                    len(mine)))
                 if on_step is not None:
                     on_step(len(losses), losses[-1])
     finally:
