@@ -4,7 +4,8 @@ itself with SIGKILL there (no cleanup, no exit handlers: what a power cut or the
 does). Unset, which is always the case outside that script, a point costs one dict lookup.
 
 Points: "load" (the run id is claimed, no data read yet), "method" (a method is about to
-train), "store" (the store write is half done), "renames" (the weights folder is published,
+train), "parts" (a torchrun rank has written its Parquet parts, before the others
+have), "store" (the store write is half done), "renames" (the weights folder is published,
 the database not yet). "<point>@<rank>" fires on that torchrun rank only (a rank that dies
 while the others wait for it at a collective).
 """

@@ -28,7 +28,16 @@ from engine.methods import Method, MethodResult, method_class
 from engine.methods.base import EVAL_SPLITS
 from engine.metrics import segment_metrics
 from engine.profiles import Profile, get_profile
-from engine.store import FEATURES_STEM, RunClaim, RunWriter, as_float_summary, claim_run, new_run_id
+from engine.store import (
+    FEATURES_STEM,
+    RunClaim,
+    RunWriter,
+    as_float_summary,
+    claim_run,
+    discard_parts,
+    new_run_id,
+    write_part,
+)
 
 MIN_MAP_ITEMS = 8  # fewer points than this make no meaningful UMAP
 
@@ -86,6 +95,7 @@ def run(request: RunRequest, log: Callable[[str], None] = tqdm.write) -> RunOutc
         faults.point("load")
         return _claimed_run(request, profile, methods, claim, log, run_id)
     finally:
+        discard_parts(request.out, run_id)  # a torchrun group's, merged or not
         claim.release()  # a no-op once the writer has published or aborted
 
 
@@ -152,9 +162,14 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
     metrics = _all_metrics(task, results)
     stage("metrics", t0)
 
+    t0 = time.perf_counter()
+    ranks = distributed.current()
+    if ranks.active:  # every rank writes its share of the per-sample outputs
+        _write_parts(request.out, run_id, task, results)
+        faults.point("parts")
+        distributed.barrier()
     if claim is None:
         return RunOutcome(run_id, Path(request.out), stages, results, task, metrics)
-    t0 = time.perf_counter()
     with RunWriter(request.out, claim.run_id, claim=claim) as writer:
         writer.write_run(dataset=dataset.name, profile=profile.name, source=dataset.source,
                          seed=request.seed, config=_run_config(request, profile),
@@ -164,7 +179,7 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
         writer.append("notes", notes_frame(dataset, task))
         _write_data(writer, task)
         faults.point("store")  # the store write half done
-        _write_results(writer, task, results)
+        _write_results(writer, task, results, ranks.world)
         if maps is not None:
             writer.write_frame("embeddings", maps[0])
             writer.write_frame("map_agreement", maps[1])
@@ -326,7 +341,41 @@ def feature_tensors(task: CTRTask) -> tuple[str, dict[str, torch.Tensor], dict[s
     return FEATURES_STEM, tensors, metadata
 
 
-def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]) -> None:
+def _per_sample(task: CTRTask, result: MethodResult) -> list[tuple[str, pd.DataFrame]]:
+    """A result's per-sample outputs as (table, frame), in the order they are written: its
+    predictions per split, then its diagnostics keyed by sample."""
+    out = []
+    for split, probs in result.probs.items():
+        ids = task.samples["sample_id"].to_numpy()[result_rows(task, result, split)]
+        out.append(("predictions", pd.DataFrame(
+            {"sample_id": ids, "method": result.name, "prob": probs.astype(np.float64)})))
+    for table, frame in result.diagnostics.items():
+        if "sample_id" in frame.columns:
+            out.append((table, _with_method(frame, result.name)))
+    return out
+
+
+def _with_method(frame: pd.DataFrame, method: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.insert(0, "method", method)
+    return frame
+
+
+def _write_parts(out: str | Path, run_id: str, task: CTRTask,
+                 results: list[MethodResult]) -> None:
+    """Under torchrun, every rank: its share of every per-sample output as Parquet parts,
+    which rank 0 merges (_write_results) once all ranks have written theirs."""
+    ranks = distributed.current()
+    frames = (item for result in results for item in _per_sample(task, result))
+    for key, (table, frame) in enumerate(frames):
+        write_part(out, run_id, f"{key:04d}-{table}", frame, ranks.rank, ranks.world)
+
+
+def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult],
+                   world: int = 1) -> None:
+    """Every result's rows; with world > 1 the per-sample outputs come from the ranks'
+    Parquet parts (_write_parts), else straight from the frames."""
+    key = 0
     for result in results:
         weight_files = [writer.save_weights(stem, tensors)
                         for stem, tensors in result.weights.items()]
@@ -337,18 +386,19 @@ def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]
             "llm_calls_per_1k": result.cost.get("llm_calls_per_1k", 0.0),
             "cost": _json(result.cost), "weights_file": ",".join(weight_files),
             "description": result.description}]))
-        for split, probs in result.probs.items():
-            ids = task.samples["sample_id"].to_numpy()[result_rows(task, result, split)]
-            writer.append("predictions", pd.DataFrame(
-                {"sample_id": ids, "method": result.name, "prob": probs.astype(np.float64)}))
+        for table, frame in _per_sample(task, result):
+            if world > 1:
+                writer.merge_parts(table, f"{key:04d}-{table}", world)
+            else:
+                writer.put(table, frame)
+            key += 1
         if not result.training_log.empty:
             log = result.training_log.copy()
             log.insert(0, "method", result.name)
             writer.append("training_log", log)
         for table, frame in result.diagnostics.items():
-            frame = frame.copy()
-            frame.insert(0, "method", result.name)
-            writer.write_frame(table, frame)
+            if "sample_id" not in frame.columns:
+                writer.write_frame(table, _with_method(frame, result.name))
 
 
 def _json(value: Any) -> str:

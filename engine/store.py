@@ -84,8 +84,10 @@ LEGACY_TABLES = ("run", "stages", "summary", "methods", "predictions", "metrics"
 
 # A writer's temporaries (`.<id>.<pid>-<token>...`; without the token: before per-writer names)
 # and claims. DuckDB spills to `<db>.tmp/` and logs to `<db>.wal` next to the temp database.
+# A torchrun group's Parquet parts of the per-sample outputs: `.<id>.parts.tmp/`.
 TEMP_PATTERN = re.compile(r"^\.(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*?)(?:\.\d+-[0-9a-f]{8})?"
-                          r"\.(?:duckdb\.tmp(?:\.wal|\.tmp)?|weights\.tmp|tmp)$")
+                          r"\.(?:duckdb\.tmp(?:\.wal|\.tmp)?|weights\.tmp|parts\.tmp|tmp)$")
+PART_ROW = "__row"  # a part's column: each row's place in the whole frame
 CLAIM_PATTERN = re.compile(r"^\.(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)\.claim$")
 CLAIM_WAIT_S = 0.3  # a sweeper holds a dead writer's claim for a moment before removing it
 FRESH_CLAIM_S = 60.0  # an empty claim younger than this is a writer between open and lock
@@ -144,9 +146,41 @@ class RunPaths:
     def tmp_weights(self) -> Path:
         return self.runs_dir / f".{self.run_id}.{self.token}.weights.tmp"
 
+    @property
+    def parts(self) -> Path:
+        """Where the ranks of a torchrun group put their shares of the per-sample outputs
+        (no writer token: every rank names it from the run id alone)."""
+        return self.runs_dir / f".{self.run_id}.parts.tmp"
+
     def temporaries(self) -> list[Path]:
         db = str(self.tmp_db)
-        return [self.tmp_db, Path(db + ".wal"), Path(db + ".tmp"), self.tmp_weights]
+        return [self.tmp_db, Path(db + ".wal"), Path(db + ".tmp"), self.tmp_weights,
+                self.parts]
+
+
+PART_KEY = re.compile(r"^\d{1,6}-[a-z_]+$")
+
+
+def write_part(runs_dir: str | Path, run_id: str, key: str, frame: pd.DataFrame, rank: int,
+               world: int) -> Path:
+    """One rank's share (every world-th row, from its rank) of a per-sample frame, as a
+    Parquet part under the run's parts folder; RunWriter.merge_parts reads them back."""
+    if not PART_KEY.match(key) or not 0 <= rank < world:
+        raise StoreError(f"bad part {key!r} of rank {rank} of {world}")
+    folder = RunPaths(Path(runs_dir), check_run_id(run_id)).parts / key
+    share = frame.iloc[rank::world].assign(**{PART_ROW: np.arange(rank, len(frame), world)})
+    path = folder / f"rank-{rank}.parquet"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        share.to_parquet(path, index=False)
+    except OSError as exc:
+        raise _store_error(exc, Path(runs_dir), f"write the Parquet part {key}") from exc
+    return path
+
+
+def discard_parts(runs_dir: str | Path, run_id: str) -> None:
+    """Remove a run's Parquet parts (rank 0, once the run is published or has failed)."""
+    _remove(RunPaths(Path(runs_dir), check_run_id(run_id)).parts)
 
 
 def _remove(path: Path) -> bool:
@@ -441,6 +475,31 @@ class RunWriter:
                 self.con.unregister("frame_in")
         self._count(table, len(frame))
 
+    def put(self, table: str, frame: pd.DataFrame) -> None:
+        """`append` for the fixed tables, `write_frame` for the others."""
+        (self.append if table in SCHEMA else self.write_frame)(table, frame)
+
+    def merge_parts(self, table: str, key: str, world: int) -> None:
+        """Add to `table` the rows every rank wrote for `key` (write_part), in the whole
+        frame's order: what `put` of the frame would have written."""
+        if table not in KNOWN_TABLES or not PART_KEY.match(key):
+            raise StoreError(f"unknown table {table!r} or part {key!r}")
+        files = [self.paths.parts / key / f"rank-{r}.parquet" for r in range(world)]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise StoreError(f"run {self.paths.run_id}: the Parquet parts {', '.join(missing)} "
+                             f"of {key} are not in {self.paths.parts.parent}: under several "
+                             "machines --out must be a folder every node shares")
+        select = (f"SELECT * EXCLUDE ({PART_ROW}) FROM read_parquet(?) ORDER BY {PART_ROW}")
+        with self._writing(f"merge the Parquet parts of table {table}"):
+            if table in self.rows:
+                rows = self.con.execute(f"INSERT INTO {table} BY NAME {select}",
+                                        [[str(f) for f in files]]).fetchall()[0][0]
+            else:
+                self.con.execute(f"CREATE TABLE {table} AS {select}", [[str(f) for f in files]])
+                rows = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        self._count(table, int(rows))
+
     def save_weights(self, stem: str, tensors: dict[str, Any],
                      metadata: dict[str, str] | None = None) -> str:
         """Save a state dict as safetensors (no pickle); returns the file name."""
@@ -472,6 +531,7 @@ class RunWriter:
         except BaseException:
             self.abort()
             raise
+        _remove(self.paths.parts)  # merged: the ranks' Parquet parts are not needed
         self.claim.release()
         return self.paths.db
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -171,10 +172,24 @@ def test_torchrun_smoke_run_equals_one_process(tmp_path, smoke_store, ml100k_dir
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run two ->") == 1  # rank 0 alone reports
     assert list(list_runs(out)["run_id"]) == ["two"]
-    with open_run(out, "two") as two, open_run(smoke_store, "smoke-run") as one:
+    assert not list(out.glob(".*")), list(out.glob(".*"))  # the ranks' Parquet parts: merged
+    with open_run(out, "two", verify=True) as two, open_run(smoke_store, "smoke-run") as one:
         metrics = {name: run_metrics(reader, "test")[0] for name, reader in
                    (("two", two), ("one", one))}
         assert set(two.methods()["method"]) == set(one.methods()["method"])
+        # every per-sample table, merged from both ranks' parts: the same columns, types and
+        # rows (by sample and method) as the one process wrote
+        assert set(two.tables()) == set(one.tables()) - {"embeddings", "map_agreement"}  # no maps
+        per_sample = [t for t in one.tables()
+                      if one.has_column(t, "sample_id") and one.has_column(t, "method")]
+        assert {"predictions", "routing", "gates", "cot", "deltas"} <= set(per_sample)
+        for table in per_sample:
+            kinds = [r.query(f"DESCRIBE {table}")[["column_name", "column_type"]]
+                     for r in (two, one)]
+            pd.testing.assert_frame_equal(*kinds)
+            keys = [r.query(f"SELECT sample_id, method FROM {table} ORDER BY ALL")
+                    for r in (two, one)]
+            pd.testing.assert_frame_equal(*keys)
     frames = [m[(m["segment"] == "all") & (m["metric"] == "auc")].set_index("method")["value"]
               for m in metrics.values()]
     both = frames[0].to_frame("two").join(frames[1].to_frame("one"))
@@ -207,6 +222,11 @@ def test_a_rank_that_dies_fails_the_run_and_keeps_earlier_runs(tmp_path, ml100k_
     assert list(list_runs(out)["run_id"]) == ["first"]
     with open_run(out, "first", verify=True) as reader:
         assert "dcnv2" in set(reader.methods()["method"])
+    # a rank that dies after writing its Parquet parts: nothing published, the parts go
+    died = torchrun([*args, "--run-id", "second"], env={"DUET_FAULT": "parts@1"})
+    assert died.returncode != 0
+    assert list(list_runs(out)["run_id"]) == ["first"]  # listing sweeps the dead group's debris
+    assert not list(out.glob(".second*")), list(out.glob(".second*"))
     # the id was not left taken: the run can be made again
     assert torchrun([*args, "--run-id", "second"]).returncode == 0
     assert sorted(list_runs(out)["run_id"]) == ["first", "second"]

@@ -346,3 +346,68 @@ def test_overwritten_bytes_are_found_by_verify(tmp_path):
         handle.write(b"\xff" * 8192)
     with pytest.raises(StoreError, match=r"^this run is damaged: big.duckdb: .*[Cc]orrupt"):
         open_run(tmp_path, "big", verify=True).close()
+
+
+def test_parquet_parts_of_every_rank_merge_into_what_one_writer_writes(tmp_path):
+    from engine.store import write_part
+
+    predictions = pd.DataFrame({"sample_id": np.arange(7, dtype=np.int64), "method": "m",
+                                "prob": np.linspace(0.1, 0.7, 7)})
+    routing = pd.DataFrame({"method": "m", "sample_id": np.arange(5, dtype=np.int64),
+                            "split": ["valid", "test", "test", "valid", "test"],
+                            "entropy": np.linspace(0, 1, 5).astype(np.float32),
+                            "ids": [np.array([1, 2]), np.array([3]), np.array([4, 5]),
+                                    np.array([6]), np.array([7, 8])]})
+    outs = {}
+    for name, world in (("one", 1), ("three", 3)):
+        out = tmp_path / name
+        with RunWriter(out, "r") as writer:
+            writer.write_run(dataset="toy", profile="smoke", source="memory", seed=0,
+                             config={}, versions={})
+            for key, (table, frame) in enumerate((("predictions", predictions),
+                                                  ("routing", routing))):
+                if world == 1:
+                    writer.put(table, frame)
+                    continue
+                for rank in range(world):  # each rank writes its every-third row
+                    write_part(out, "r", f"{key:04d}-{table}", frame, rank, world)
+                assert (out / ".r.parts.tmp" / f"{key:04d}-{table}" / "rank-2.parquet").exists()
+                writer.merge_parts(table, f"{key:04d}-{table}", world)
+            writer.finish(1.0)
+        assert not (out / ".r.parts.tmp").exists()  # merged parts go with the publish
+        with open_run(out, "r", verify=True) as reader:
+            outs[name] = {t: (reader.query(f"SELECT * FROM {t}"),
+                              reader.query(f"DESCRIBE {t}")[["column_name", "column_type"]])
+                          for t in ("predictions", "routing")}
+    for table in ("predictions", "routing"):
+        one, three = outs["one"][table], outs["three"][table]
+        pd.testing.assert_frame_equal(three[1], one[1])  # same columns and types
+        assert len(three[0]) == len(one[0]) and list(three[0]["sample_id"]) == list(
+            one[0]["sample_id"])  # the whole frame's order, not rank by rank
+        pd.testing.assert_frame_equal(three[0].drop(columns="ids", errors="ignore"),
+                                      one[0].drop(columns="ids", errors="ignore"))
+    assert [list(x) for x in outs["three"]["routing"][0]["ids"]] == [[1, 2], [3], [4, 5], [6],
+                                                                      [7, 8]]
+
+
+def test_a_missing_part_names_the_shared_folder_and_publishes_nothing(tmp_path):
+    from engine.store import write_part
+
+    frame = pd.DataFrame({"sample_id": np.arange(4, dtype=np.int64), "method": "m",
+                          "prob": [0.1, 0.2, 0.3, 0.4]})
+    write_part(tmp_path, "r", "0000-predictions", frame, 0, 2)  # rank 1's never arrived
+    with pytest.raises(StoreError, match=r"rank-1.parquet of 0000-predictions are not in .*"
+                                         r"every node shares"):
+        with RunWriter(tmp_path, "r") as writer:
+            writer.merge_parts("predictions", "0000-predictions", 2)
+    assert list(list_runs(tmp_path)["run_id"]) == []
+    assert not (tmp_path / ".r.parts.tmp").exists()  # the writer's abort took the parts
+    with pytest.raises(StoreError, match="bad part"):
+        write_part(tmp_path, "r", "../x", frame, 0, 2)
+
+
+def test_a_dead_groups_parts_are_swept(tmp_path):
+    from engine.store import sweep_stale, write_part
+
+    write_part(tmp_path, "gone", "0000-predictions", pd.DataFrame({"sample_id": [1]}), 0, 1)
+    assert sweep_stale(tmp_path) == [tmp_path / ".gone.parts.tmp"]
