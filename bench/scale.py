@@ -2,13 +2,17 @@
 a GPU machine), and the task builder's memory per million ratings; prints tables, writes JSON.
 
     .venv/bin/python bench/scale.py [--procs 2] [--ml100k PATH] [--ml1m PATH] [--prompts 64]
-        [--epochs 2] [--json scale.json]
+        [--epochs 2] [--adapter-prompts 64] [--store-rows 2000000] [--json scale.json]
 
 Stages, each timed on every rank between barriers (rank 0 reports):
 - CRM training: DCNv2 (the demo profile's settings) on ML-100k for --epochs epochs under
   DistributedDataParallel, each rank on its share of every batch; samples/s over all ranks.
 - LLM scoring: SmolLM2-135M, --prompts ML-100k test prompts, each rank its share (float32);
   prompts/s over all ranks.
+- LoRA training: SmolLM2-135M, LoRA in the top 4 layers (the demo's CoReLLa), --adapter-prompts
+  training prompts x 2 epochs under DDP, each rank its share of every batch of 8.
+- Store: --store-rows per-sample rows into a run's DuckDB file: from the frame (1 process) or
+  as every rank's Parquet part merged by rank 0 (N processes).
 Memory: peak resident memory of loading + build_task (the demo task) in a fresh process, on
 ML-100k (0.1M ratings) and ML-1M (1M ratings), per million ratings.
 """
@@ -33,6 +37,7 @@ SHARED = ROOT.parent / "shared" / "data"
 def worker(args: argparse.Namespace) -> None:
     """One rank (or the single process): every stage, timings to args.worker_out."""
     import numpy as np
+    import pandas as pd
     import torch
     import torch.distributed as dist
 
@@ -76,6 +81,48 @@ def worker(args: argparse.Namespace) -> None:
     out["llm_seconds"] = time.perf_counter() - t0
     out["llm_prompts_per_s"] = len(prompts) / out["llm_seconds"]
     out["llm_mean_p"] = float(np.mean(probs))
+    # LoRA training as the demo's CoReLLa does it (top 4 layers, batches of 8, frozen states
+    # computed once per prompt and reused by the second epoch), each rank its share of
+    # every batch under DDP
+    from engine.models.adapter_training import AdapterTraining, train_adapter
+
+    rows = task.index("train")[:args.adapter_prompts]
+    torch.manual_seed(0)  # the LoRA's initial weights (the CRM's dropout drew other numbers)
+    tuned = LLM(LLMConfig(score_dtype="float32"))
+    tuned.model.float()
+    tuned.add_lora(dropout=0.0, top_layers=4)
+    seqs = tuned.tokenize(task.prompts(rows))
+    barrier()
+    t0 = time.perf_counter()
+    losses = train_adapter(tuned, seqs, task.labels[rows], AdapterTraining(
+        lr=2e-3, batch_size=8, epochs=2, top_layers=4))
+    barrier()
+    out["adapter_seconds"] = time.perf_counter() - t0
+    out["adapter_prompts_per_s"] = 2 * len(rows) / out["adapter_seconds"]
+    out["adapter_last_loss"] = float(np.mean(losses[-len(losses) // 2:]))
+    # the store's per-sample rows: one process writes the frame into DuckDB; N ranks each
+    # write their share as a Parquet part and rank 0 merges them
+    from engine.store import RunWriter, write_part
+
+    n = args.store_rows
+    frame = pd.DataFrame({"sample_id": np.arange(n, dtype=np.int64), "method": "m",
+                          "prob": np.random.default_rng(0).random(n)})
+    folder = Path(args.worker_out).parent / "store"
+    writer = RunWriter(folder, "scale") if ranks.main else None
+    barrier()
+    t0 = time.perf_counter()
+    if ranks.active:
+        write_part(folder, "scale", "0000-predictions", frame, ranks.rank, ranks.world)
+        barrier()
+        if writer is not None:
+            writer.merge_parts("predictions", "0000-predictions", ranks.world)
+    else:
+        writer.put("predictions", frame)
+    if writer is not None:
+        out["store_seconds"] = time.perf_counter() - t0
+        out["store_rows"] = int(writer.con.execute(
+            "SELECT count(*) FROM predictions").fetchall()[0][0])
+        writer.abort()
     if ranks.main:
         Path(args.worker_out).write_text(json.dumps(out))
     distributed.stop()
@@ -102,7 +149,8 @@ def run_stages(procs: int, args: argparse.Namespace) -> dict:
         target = Path(folder) / "out.json"
         common = [str(Path(__file__).resolve()), "--worker", "--worker-out", str(target),
                   "--ml100k", args.ml100k, "--prompts", str(args.prompts),
-                  "--epochs", str(args.epochs)]
+                  "--epochs", str(args.epochs), "--adapter-prompts", str(args.adapter_prompts),
+                  "--store-rows", str(args.store_rows)]
         command = ([sys.executable, *common] if procs == 1 else
                    [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                     str(procs), "--local-ranks-filter", "0", *common])
@@ -118,6 +166,8 @@ def main() -> None:
     parser.add_argument("--ml1m", default=str(SHARED / "ml-1m"))
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--adapter-prompts", type=int, default=64)
+    parser.add_argument("--store-rows", type=int, default=2_000_000)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -145,6 +195,15 @@ def main() -> None:
           f"{one['llm_prompts_per_s']:.2f} | {many['llm_prompts_per_s']:.2f} | "
           f"{many['llm_prompts_per_s'] / one['llm_prompts_per_s']:.2f}x | mean P(yes) "
           f"{one['llm_mean_p']:.6f} vs {many['llm_mean_p']:.6f} |")
+    print(f"| LoRA training, {args.adapter_prompts} prompts x 2 epochs (prompts/s) | "
+          f"{one['adapter_prompts_per_s']:.2f} | {many['adapter_prompts_per_s']:.2f} | "
+          f"{many['adapter_prompts_per_s'] / one['adapter_prompts_per_s']:.2f}x | last epoch's "
+          f"loss {one['adapter_last_loss']:.4f} vs {many['adapter_last_loss']:.4f} |")
+    print(f"| per-sample rows into the store (rows/s) | "
+          f"{one['store_rows'] / one['store_seconds']:,.0f} | "
+          f"{many['store_rows'] / many['store_seconds']:,.0f} | "
+          f"{one['store_seconds'] / many['store_seconds']:.2f}x | {one['store_rows']:,} vs "
+          f"{many['store_rows']:,} rows (1: DuckDB from the frame; N: Parquet parts merged) |")
     print(f"\n(threads per process: {one['threads']} vs {many['threads']})")
     memory = []
     for name, path in (("ml-100k", args.ml100k), ("ml-1m", args.ml1m)):

@@ -128,6 +128,33 @@ def gather_objects(value: T) -> list[T]:
     return out
 
 
+def fill_everywhere(keys: list[Any], cache: dict[Any, torch.Tensor],
+                    compute: Callable[[list[Any]], Any], device: torch.device | str = "cpu"
+                    ) -> int:
+    """Make every rank's `cache` hold every key (a collective: all ranks call it with the
+    same keys, each with its own cache): `compute(keys)` adds to this rank's cache its share
+    of the keys no rank holds, and each rank receives what it lacks from the first rank that
+    holds it. Returns how many keys were computed (by all ranks together)."""
+    ranks = current()
+    if not ranks.active:
+        todo = [k for k in keys if k not in cache]
+        if todo:
+            compute(todo)
+        return len(todo)
+    held = np.stack(gather_objects(np.array([k in cache for k in keys], bool)))
+    nobody = np.flatnonzero(~held.any(0))
+    mine = [keys[j] for j in share(nobody)]
+    if mine:
+        compute(mine)
+    sender = held.argmax(0)  # the first rank holding each key ...
+    sender[nobody] = np.arange(len(nobody)) % ranks.world  # ... or the one computing it
+    wanted = ~held.all(0) & (sender == ranks.rank)
+    # through the CPU: a CUDA tensor would unpickle onto the sender's GPU
+    for part in gather_objects({keys[j]: cache[keys[j]].cpu() for j in np.flatnonzero(wanted)}):
+        cache.update((k, v.to(device)) for k, v in part.items() if k not in cache)
+    return len(nobody)
+
+
 def gather(positions: np.ndarray, values: T) -> list[tuple[np.ndarray, T]]:
     """Every rank's (positions, values), in rank order (just this rank's alone)."""
     return gather_objects((positions, values))

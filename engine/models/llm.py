@@ -557,24 +557,9 @@ class LLM:
         computed in shares, and each rank receives the states it lacks from the first rank
         that holds them. For training under DDP, whose batches give any rank any prompt.
         Returns how many prompts were computed (by all ranks together)."""
-        ranks = distributed.current()
-        if not ranks.active:
-            return self.fill_lower(prompts, split, lower, batch_size, progress)
-        todo = list(dict.fromkeys(prompts))
-        held = np.stack(distributed.gather_objects(np.array([p in lower for p in todo], bool)))
-        nobody = np.flatnonzero(~held.any(0))
-        self.fill_lower([todo[j] for j in distributed.share(nobody)], split, lower,
-                        batch_size, progress)
-        sender = held.argmax(0)  # the first rank holding each prompt ...
-        sender[nobody] = np.arange(len(nobody)) % ranks.world  # ... or the one computing it
-        wanted = ~held.all(0) & (sender == ranks.rank)
-        # through the CPU: a CUDA tensor would unpickle onto the sender's GPU
-        parts = distributed.gather_objects(
-            {todo[j]: lower[todo[j]].cpu() for j in np.flatnonzero(wanted)})
-        for part in parts:
-            lower.update((p, state.to(self.device)) for p, state in part.items()
-                         if p not in lower)
-        return len(nobody)
+        return distributed.fill_everywhere(
+            list(dict.fromkeys(prompts)), lower,
+            lambda todo: self.fill_lower(todo, split, lower, batch_size, progress), self.device)
 
     @torch.inference_mode()
     def score_above(self, prompts: Sequence[str], split: int,
