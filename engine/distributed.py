@@ -2,8 +2,9 @@
 
 `torchrun --nproc_per_node N -m engine run ...` starts N processes with RANK, WORLD_SIZE,
 LOCAL_RANK and a rendezvous address in their environment; `start()` joins them into one
-process group (gloo on CPU, nccl on GPU). Every rank runs the same program on the same data
-(the task is deterministic), so the collectives below meet in the same order everywhere:
+process group (gloo on CPU; with GPUs gloo for CPU tensors and nccl for CUDA ones). Every
+rank runs the same program on the same data (the task is deterministic), so the collectives
+below meet in the same order everywhere:
 
 - CRM training under DistributedDataParallel, each rank on its share of every global batch
   (engine.models.trainer);
@@ -88,7 +89,9 @@ def start() -> Ranks:
         gpu = torch.cuda.is_available()
         if gpu:
             torch.cuda.set_device(ranks.local_rank)
-        dist.init_process_group("nccl" if gpu else "gloo", timeout=TIMEOUT)
+        # with GPUs both: the CRMs train on the CPU (their DDP all-reduce and the object
+        # collectives go through gloo), the LLM's tensors through nccl
+        dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo", timeout=TIMEOUT)
         torch.set_num_threads(threads())  # the ranks of one machine share its cores
     return current()
 
