@@ -22,7 +22,9 @@ mtime = reader.path.stat().st_mtime
 state = st.session_state
 
 
-@st.cache_data(show_spinner="Reading users and items…", max_entries=4)
+# resources: one read-only copy for every rerun (cache_data would unpickle every table per
+# rerun); the page's helpers copy before they change a frame
+@st.cache_resource(show_spinner="Reading users and items…", max_entries=4)
 def catalogue(run_id: str, mtime: float, _reader) -> dict:
     return {"users": _reader.frame("users"), "items": _reader.frame("items"),
             "methods": _reader.methods(), "routed": _reader.routed_methods(),
@@ -49,7 +51,7 @@ def case_reads(run_id: str, mtime: float, kind: str, ident: str, method: str | N
     return out
 
 
-@st.cache_data(show_spinner="Reading the routed samples…", max_entries=4)
+@st.cache_resource(show_spinner="Reading the routed samples…", max_entries=4)
 def routed_reads(run_id: str, mtime: float, method: str, _reader) -> dict:
     routing = _reader.routing_for(method)
     ids = routing["sample_id"].tolist()
@@ -57,7 +59,7 @@ def routed_reads(run_id: str, mtime: float, method: str, _reader) -> dict:
             "predictions": _reader.predictions_for(ids), "routing": routing}
 
 
-@st.cache_data(show_spinner="Reading the method's scored samples…", max_entries=4)
+@st.cache_resource(show_spinner="Reading the method's scored samples…", max_entries=4)
 def method_reads(run_id: str, mtime: float, judged: str, routed: str | None, _reader) -> dict:
     """Every valid and test sample a method scored (the whole split for a CRM), with the
     routed method's signals where it analysed the same sample."""
@@ -65,6 +67,13 @@ def method_reads(run_id: str, mtime: float, judged: str, routed: str | None, _re
     ids = predictions["sample_id"].tolist()
     return {"samples": _reader.samples_for(sample_ids=ids), "predictions": predictions,
             "routing": _reader.routing_for(routed, ids) if routed else None}
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def search(run_id: str, mtime: float, query: str) -> pd.DataFrame:
+    """The search's matches, once per query (the search box's callback and the case view
+    both ask); read-only."""
+    return cases.search(catalog["users"], catalog["items"], query)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -267,7 +276,7 @@ def show_item(item: str, method: str | None, threshold: float) -> None:
 
 
 def query_changed() -> None:  # a new search shows its best match at once
-    found = cases.search(catalog["users"], catalog["items"], state["cases_query"])
+    found = search(reader.run_id, mtime, state["cases_query"])
     state["cases_match"] = found["key"].iloc[0] if len(found) else None
 
 
@@ -294,35 +303,43 @@ if method:
 else:
     top[1].caption("This run has no routed method, so no entropy or route columns.")
 
-left, right = st.columns([1, 2])
-query = left.text_input("Search users and items", key="cases_query", on_change=query_changed,
-                        placeholder="user id, item id or part of a title")
-matches = cases.search(catalog["users"], catalog["items"], query)
-options = matches.head(MAX_MATCHES)
-if state.get("cases_match") in set(matches["key"]) - set(options["key"]):  # keep the chosen
-    options = pd.concat([options, matches[matches["key"] == state["cases_match"]]])
-labels = dict(zip(options["key"], options["label"]))
-more = f", first {MAX_MATCHES} listed" if len(matches) > MAX_MATCHES else ""
-choice = right.selectbox(
-    f"Matches ({len(matches):,}{more})", options["key"].tolist(),
-    format_func=lambda k: labels.get(k, k), key="cases_match",
-    placeholder="type in the search box" if not query else "no match")
-picked = cases.parse_key(choice)
-if picked is None:
-    st.info("Search a user id, an item id or part of a title, or open one of the hardest "
-            "cases below.")
-elif picked[0] == "user":
-    show_user(picked[1], method, threshold)
-else:
-    show_item(picked[1], method, threshold)
+@st.fragment
+def case_view(method: str | None, threshold: float) -> None:
+    """Search, the case and the live pair: a fragment, so typing a search or picking a match
+    reruns this part alone, not the hardest cases below (bench/interaction_latency.py)."""
+    left, right = st.columns([1, 2])
+    query = left.text_input("Search users and items", key="cases_query",
+                            on_change=query_changed,
+                            placeholder="user id, item id or part of a title")
+    matches = search(reader.run_id, mtime, query)
+    options = matches.head(MAX_MATCHES)
+    if state.get("cases_match") in set(matches["key"]) - set(options["key"]):  # keep the chosen
+        options = pd.concat([options, matches[matches["key"] == state["cases_match"]]])
+    labels = dict(zip(options["key"], options["label"]))
+    more = f", first {MAX_MATCHES} listed" if len(matches) > MAX_MATCHES else ""
+    choice = right.selectbox(
+        f"Matches ({len(matches):,}{more})", options["key"].tolist(),
+        format_func=lambda k: labels.get(k, k), key="cases_match",
+        placeholder="type in the search box" if not query else "no match")
+    picked = cases.parse_key(choice)
+    if picked is None:
+        st.info("Search a user id, an item id or part of a title, or open one of the hardest "
+                "cases below.")
+    elif picked[0] == "user":
+        show_user(picked[1], method, threshold)
+    else:
+        show_item(picked[1], method, threshold)
 
-st.divider()
-st.subheader("Score a pair live")
-st.caption("Any user with any item, through the run's saved models: every CRM, and the routed "
-           "method's CRM, LLM and route at the shared threshold.")
-pair_panel(reader, catalog["users"], catalog["items"],
-           picked[1] if picked and picked[0] == "user" else None,
-           picked[1] if picked and picked[0] == "item" else None, method, threshold)
+    st.divider()
+    st.subheader("Score a pair live")
+    st.caption("Any user with any item, through the run's saved models: every CRM, and the "
+               "routed method's CRM, LLM and route at the shared threshold.")
+    pair_panel(reader, catalog["users"], catalog["items"],
+               picked[1] if picked and picked[0] == "user" else None,
+               picked[1] if picked and picked[0] == "item" else None, method, threshold)
+
+
+case_view(method, threshold)
 
 st.divider()
 st.subheader("Hardest cases")

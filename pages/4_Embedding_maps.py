@@ -21,7 +21,8 @@ require_table(reader, "embeddings", "This run has no embedding maps. Make a run 
 mtime = reader.path.stat().st_mtime
 
 
-@st.cache_data(show_spinner="Reading the maps…", max_entries=4)
+# a resource: one read-only copy for every rerun (cache_data unpickles every frame per rerun)
+@st.cache_resource(show_spinner="Reading the maps…", max_entries=4)
 def load(run_id: str, mtime: float, _reader) -> dict:
     routing = _reader.frame("routing") if _reader.has_table("routing") else None
     if routing is not None:
@@ -63,26 +64,36 @@ def selected_on(side: int) -> None:
     state["maps_find"] = ""
 
 
-found = maps.find_items(data["signals"], query)
-highlight = found if query else set(state.get("maps_highlight", []))
-frames = []
-for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
-    frame = maps.with_genres(maps.space_frame(data["emb"], data["signals"], space, agreement),
-                             genres)
-    frames.append(frame)
-    fig = export.built(("maps_plot", reader.run_id, mtime, space, left, right, colour,
-                        tuple(sorted(highlight)), tuple(genres)),
-                       lambda f=frame, s=space: maps.scatter(f, colour, f"{s} ({len(f):,} items)",
-                                                             highlight))
-    column.plotly_chart(fig, key=f"maps_plot_{side}", on_select=lambda s=side: selected_on(s),
-                        selection_mode=("points", "box", "lasso"))
-    export.export_buttons(fig, f"maps_plot_{side}", column)
-    export.remember(f"maps_plot_{side}", f"Embedding map: {space}", fig)
-both = pd.concat(frames).drop_duplicates("entity_id")
-picked = both[both["entity_id"].astype(str).isin(highlight)]
-if query and not found:
-    st.caption(f"No item title contains {plain(query)}.")
-if not picked.empty:
+@st.fragment
+def maps_view() -> None:
+    """Both maps and what is ringed on them: a fragment, so a selection (click, box, lasso)
+    reruns this part alone, not the agreement charts below."""
+    found = maps.find_items(data["signals"], query)
+    highlight = found if query else set(state.get("maps_highlight", []))
+    frames = []
+    for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
+        frame = maps.with_genres(maps.space_frame(data["emb"], data["signals"], space,
+                                                  agreement), genres)
+        frames.append(frame)
+        # the map is built once per space, colouring and genres; a selection or a search
+        # only rings its items on a copy of it (maps.with_highlight, milliseconds)
+        base = export.built(("maps_plot", reader.run_id, mtime, space, left, right, colour,
+                             tuple(genres)),
+                            lambda f=frame, s=space: maps.scatter_base(
+                                f, colour, f"{s} ({len(f):,} items)").to_dict())
+        fig = maps.with_highlight(base, frame, highlight)
+        column.plotly_chart(fig, key=f"maps_plot_{side}", on_select=lambda s=side: selected_on(s),
+                            selection_mode=("points", "box", "lasso"))
+        export.export_buttons(fig, f"maps_plot_{side}", column)
+        export.remember(f"maps_plot_{side}", f"Embedding map: {space}", fig)
+    both = pd.concat(frames).drop_duplicates("entity_id")
+    picked = both[both["entity_id"].astype(str).isin(highlight)]
+    if query and not found:
+        st.caption(f"No item title contains {plain(query)}.")
+    if picked.empty:
+        st.caption("Select points (click, box or lasso) on either map, or find items by title, "
+                   "to ring them on both maps, list them and open a case.")
+        return
     how = "found by title" if query else "selected"
     st.markdown(f"#### {len(picked)} {how} items (ringed on both maps)")
     table = picked[["entity_id", "title", "genres", "popularity", "mean entropy",
@@ -99,9 +110,9 @@ if not picked.empty:
         st.session_state["cases_query"] = choice
         st.session_state["cases_match"] = f"item:{choice}"
         st.switch_page("pages/3_Case_browser.py")
-else:
-    st.caption("Select points (click, box or lasso) on either map, or find items by title, to "
-               "ring them on both maps, list them and open a case.")
+
+
+maps_view()
 
 if agreement is not None:
     export.chart_once(lambda: maps.agreement_histogram(agreement, left, right, params["knn"]),

@@ -82,10 +82,11 @@ def confident_wrong(prob: pd.Series, label: pd.Series, entropy: pd.Series,
 
 # --- search ------------------------------------------------------------------------------
 
-def _natural_order(ids: pd.Series) -> pd.Series:
-    """Numeric ids sort as numbers ("2" before "10"); others after them, as text."""
+def _natural_order(ids: pd.Series) -> dict[str, pd.Series]:
+    """Sort keys for ids: numeric ids as numbers ("2" before "10"), others after them, as
+    text (columns, so a search sorts without a Python call per row)."""
     numbers = pd.to_numeric(ids, errors="coerce")
-    return pd.Series(list(zip(numbers.isna(), numbers.fillna(0), ids)), index=ids.index)
+    return {"is_text": numbers.isna(), "number": numbers.fillna(0), "text": ids}
 
 
 # the store's internal columns are not attributes; some attributes read better renamed
@@ -93,11 +94,19 @@ HIDDEN_USER_COLUMNS = ("user", "idx")
 ATTRIBUTE_NAMES = {"zip": "zip region", "age": "age"}
 
 
-def _user_label(row: pd.Series) -> str:
-    """'user 5 · age 25-34 · gender M · occupation writer · zip region 1'."""
-    attrs = " · ".join(f"{ATTRIBUTE_NAMES.get(k, k)} {v}"
-                       for k, v in user_attributes_of(row).items())
-    return f"user {row['user']}" + (f" · {attrs}" if attrs else "")
+def _user_labels(users: pd.DataFrame, ids: pd.Series) -> pd.Series:
+    """'user 5 · age 25-34 · gender M · occupation writer · zip region 1' per row, built a
+    column at a time (a row-wise apply cost ~20 ms per search)."""
+    labels = "user " + ids
+    for column in users.columns:
+        if column in HIDDEN_USER_COLUMNS:
+            continue
+        values = users[column]
+        text = values.astype(str)
+        present = values.notna() & (text != "")
+        labels = labels.where(~present, labels + f" · {ATTRIBUTE_NAMES.get(column, column)} "
+                              + text)
+    return labels
 
 
 def user_attributes_of(row: pd.Series) -> dict[str, Any]:
@@ -118,10 +127,9 @@ def search(users: pd.DataFrame, items: pd.DataFrame, query: str) -> pd.DataFrame
     uid = users["user"].astype(str)
     hit = uid.str.startswith(q)
     if hit.any():
-        found = users[hit].assign(user=uid[hit])
         frames.append(pd.DataFrame({
-            "kind": "user", "id": uid[hit], "label": found.apply(_user_label, axis=1),
-            "rank": np.where(uid[hit] == q, 0, 2), "order": _natural_order(uid[hit])}))
+            "kind": "user", "id": uid[hit], "label": _user_labels(users[hit], uid[hit]),
+            "rank": np.where(uid[hit] == q, 0, 2), **_natural_order(uid[hit])}))
     iid = items["item"].astype(str)
     titles = items["title"].astype(str) if "title" in items else iid
     by_id = iid.str.startswith(q)
@@ -130,12 +138,11 @@ def search(users: pd.DataFrame, items: pd.DataFrame, query: str) -> pd.DataFrame
         rank = np.where(iid[hit] == q, 1, np.where(by_id[hit], 3, 4))
         frames.append(pd.DataFrame({
             "kind": "item", "id": iid[hit], "label": "item " + iid[hit] + " · " + titles[hit],
-            "rank": rank, "order": _natural_order(iid[hit])}))
+            "rank": rank, **_natural_order(iid[hit])}))
     if not frames:
         return pd.DataFrame(columns=columns)
-    out = pd.concat(frames, ignore_index=True)
-    out = out.iloc[sorted(range(len(out)), key=lambda i: (out["rank"].iat[i],
-                                                          out["order"].iat[i]))]
+    out = pd.concat(frames, ignore_index=True).sort_values(
+        ["rank", "is_text", "number", "text"], kind="stable")
     out["key"] = out["kind"] + ":" + out["id"]
     return out[columns].reset_index(drop=True)
 

@@ -14,12 +14,14 @@ import shutil
 import threading
 import warnings
 from collections.abc import Callable
+from typing import TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
+T = TypeVar("T")
 REPORT_KEY = "export_figures"  # session: chart key -> (title, figure) for the report
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser",
                        "/usr/bin/google-chrome")
@@ -82,16 +84,17 @@ def chart(fig: go.Figure, key: str, container=st, title: str | None = None):
 
 
 @st.cache_resource(max_entries=512, show_spinner=False)
-def _built(parts: tuple, _build: Callable[[], go.Figure]) -> go.Figure:
+def _built(parts: tuple, _build: Callable[[], T]) -> T:
     return _build()
 
 
-def built(parts: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+def built(parts: tuple, build: Callable[[], T]) -> T:
     """The figure `build()` makes, built once per `parts` for every session. `parts` names the
     chart, the run file version (run id, mtime) and every widget value that shapes it: plotly
     takes 30-90 ms to build and validate one figure, which every rerun paid for every chart
     on the page (bench/interaction_latency.py). Nobody mutates a figure after it is built
-    (drawing, exporting and the report only read it), so sessions may share it."""
+    (drawing, exporting and the report only read it), so sessions may share it. A figure's
+    dict (for figures.marked) is kept the same way."""
     return _built(parts, build)
 
 

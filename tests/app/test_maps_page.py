@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from plotly.utils import PlotlyJSONEncoder
 
 from engine.store import open_run
 from tests.app.pages import open_page
@@ -138,3 +139,23 @@ def test_page_without_maps_says_so(monkeypatch, tmp_path, ml100k_dir):
                    methods=("dcnv2",), maps=False), log=lambda _: None)
     at = open_page(monkeypatch, tmp_path, "pages/4_Embedding_maps.py")
     assert "no embedding maps" in at.info[0].value
+
+
+def test_a_highlight_rings_a_copy_of_the_built_map():
+    frame = pd.DataFrame({"entity_id": ["a", "b", "c"], "x": [0.0, 1, 2], "y": [0.0, 1, 2],
+                          "title": ["A", "B", "C"], "popularity": [1, 2, 3],
+                          "genres": ["x", "y", "z"], "genre": ["x", "y", "z"],
+                          "CRM vs LLM": ["CRM better", "not scored", "LLM better"]})
+    base = maps.scatter_base(frame, "genre", "t").to_dict()
+    kept = json.dumps(base, cls=PlotlyJSONEncoder)
+    plain = maps.with_highlight(base, frame, set())
+    assert [t.marker.opacity for t in plain.data] == [0.8] * 3 and len(plain.data) == 3
+    ringed = maps.with_highlight(base, frame, {"c", "a"})
+    assert [t.marker.opacity for t in ringed.data[:3]] == [0.35] * 3  # the rest faded
+    ring = ringed.data[3]
+    assert ring.name == "highlighted (2)" and list(ring.x) == [0.0, 2.0]
+    assert [row[0] for row in ring.customdata] == ["a", "c"]  # what a selection reads back
+    assert json.dumps(base, cls=PlotlyJSONEncoder) == kept  # the cached map never changes
+    # a highlight that matches nothing fades nothing away from what is drawn: no ring
+    assert len(maps.with_highlight(base, frame, {"zz"}).data) == 3
+    json.loads(ringed.to_json())  # serialisable as Streamlit sends it
