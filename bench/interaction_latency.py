@@ -6,13 +6,17 @@
 
 Starts `streamlit run app.py` on 127.0.0.1 against --runs and drives it with Playwright in
 Debian's headless Chromium, as a user would: each interaction below is repeated (after one
-warm-up) and timed from the moment the input is dispatched until (1) the server has sent
+warm-up) and timed from the moment the input is dispatched (the gesture before it, opening
+a list, typing a search or drawing a lasso, is not timed; the option click, Enter or the
+release is) until (1) the server has sent
 `script_finished` for every script or fragment run the input started (read off the app's
 websocket, decoded with Streamlit's own protobuf) and (2) the browser shows no stale element
 and has painted two frames since. Prints median and p95 per interaction, and writes JSON.
 
 - the floor: an app of one page with one slider and its value as text, the least any
-  Streamlit interaction costs on this machine;
+  Streamlit interaction costs on this machine; and an app of two plotly maps of the demo's
+  size (1,681 points, 19 colour groups) whose lasso reruns it, what the maps' own drawing
+  costs;
 - --synthetic N: a copy of the run whose routed (CoReLLa) table holds N analysed samples per
   split (rows repeated with fresh sample ids and jittered probabilities), for the router
   lab's interactions and page switches;
@@ -58,6 +62,36 @@ FLOOR_APP = textwrap.dedent("""\
     value = st.slider("Floor slider", 0, 100, 50, key="floor")
     st.write(f"value {value}")
 """)
+# what two maps of the demo's size cost by themselves: 1,681 points in 19 colour groups,
+# built once; a lasso on either reruns the app and rings the chosen points on both
+FLOOR_MAPS_APP = textwrap.dedent("""\
+    import numpy as np, pandas as pd, plotly.express as px, plotly.graph_objects as go
+    import streamlit as st
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=1681), "y": rng.normal(size=1681),
+                          "group": rng.integers(0, 19, 1681).astype(str)})
+
+    @st.cache_resource
+    def base():
+        fig = px.scatter(frame, x="x", y="y", color="group")
+        fig.update_layout(dragmode="lasso", height=520)
+        return fig.to_dict()
+
+    def chosen(key):
+        event = st.session_state.get(key) or {}
+        return [(p["x"], p["y"]) for p in (event.get("selection") or {}).get("points", [])]
+
+    ring = sorted(set(chosen("map0")) | set(chosen("map1")))
+    for side, column in enumerate(st.columns(2)):
+        spec = base()
+        spec = {**spec, "data": [*spec["data"], {"type": "scatter", "mode": "markers",
+            "x": [x for x, _ in ring], "y": [y for _, y in ring],
+            "marker": {"size": 11, "color": "rgba(0,0,0,0)", "line": {"width": 2}}}]}
+        column.plotly_chart(go.Figure(spec, _validate=False), key=f"map{side}",
+                            on_select="rerun", selection_mode=("points", "box", "lasso"))
+""")
+
 
 
 def start(app_dir: Path, runs: str, script: str = "app.py") -> tuple[subprocess.Popen, str]:
@@ -141,14 +175,27 @@ def open_app(browser, url: str, path: str, ready: str) -> tuple:
     return page, runs
 
 
-def measure(page, runs: ScriptRuns, actions: list[Callable[[], None]], repeats: int
-            ) -> list[Timing]:
-    """One warm-up, then `repeats` timed interactions cycling through `actions`."""
-    actions[0]()
+Action = Callable[[], None] | tuple[Callable[[], None], Callable[[], None]]
+
+
+def measure(page, runs: ScriptRuns, actions: list[Action], repeats: int) -> list[Timing]:
+    """One warm-up, then `repeats` timed interactions cycling through `actions`. An action
+    given as (gesture, input) times only the input: opening a list is the user's gesture,
+    the click on an option is the input the app answers."""
+    def parts(action: Action) -> tuple[Callable[[], None] | None, Callable[[], None]]:
+        return action if isinstance(action, tuple) else (None, action)
+
+    gesture, first = parts(actions[0])
+    if gesture is not None:
+        gesture()
+    first()
     settle(page, runs)
     times = []
     for i in range(repeats):
-        times.append(timed(page, runs, actions[(i + 1) % len(actions)]))
+        gesture, act = parts(actions[(i + 1) % len(actions)])
+        if gesture is not None:
+            gesture()
+        times.append(timed(page, runs, act))
     return times
 
 
@@ -164,12 +211,11 @@ def open_list(page, label: str) -> None:
     box.locator("input").press("ArrowDown")
 
 
-def choose(page, label: str, option_text: str) -> Callable[[], None]:
-    """Pick an option of the selectbox labelled `label`."""
-    def act() -> None:
-        open_list(page, label)
+def choose(page, label: str, option_text: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Pick an option of the selectbox labelled `label`: (open its list, click the option)."""
+    def pick() -> None:
         page.get_by_role("option", name=option_text, exact=True).first.click()
-    return act
+    return (lambda: open_list(page, label)), pick
 
 
 def options_of(page, label: str) -> list[str]:
@@ -213,11 +259,9 @@ def case_browser(browser, url: str, run: str, repeats: int) -> dict[str, list[Ti
                           '[data-testid="stTextInput"]')
     box = page.get_by_label("Search users and items")
 
-    def search(text: str) -> Callable[[], None]:
-        def act() -> None:
-            box.fill(text)
-            box.press("Enter")
-        return act
+    def search(text: str) -> tuple[Callable[[], None], Callable[[], None]]:
+        # typing is the gesture; Enter commits the text input: the input the app answers
+        return (lambda: box.fill(text)), (lambda: box.press("Enter"))
 
     out = {"case search": measure(page, runs, [search("1"), search("2")], repeats)}
     out["open a case"] = measure(page, runs, [
@@ -227,6 +271,21 @@ def case_browser(browser, url: str, run: str, repeats: int) -> dict[str, list[Ti
     return out
 
 
+def lasso(page, plot, shift: float) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A lasso on `plot` around a point `shift` of its width: (draw it, release it). The maps
+    open in lasso mode (selection_mode), so a drag draws a lasso; the drawing (17 mouse
+    moves, ~0.7 s here) is the user's gesture, the release is the input the app answers."""
+    def draw() -> None:
+        box = plot.locator(".nsewdrag").first.bounding_box()
+        cx, cy = box["x"] + box["width"] * shift, box["y"] + box["height"] * 0.5
+        page.mouse.move(cx - 60, cy - 60)
+        page.mouse.down()
+        for dx, dy in ((60, -60), (60, 60), (-60, 60), (-60, -60)):
+            page.mouse.move(cx + dx, cy + dy, steps=4)
+
+    return draw, page.mouse.up
+
+
 def maps_page(browser, url: str, run: str, repeats: int) -> dict[str, list[Timing]]:
     page, runs = open_app(browser, url, f"Embedding_maps?run={run}", ".js-plotly-plot")
     names = options_of(page, "Colour by")
@@ -234,32 +293,8 @@ def maps_page(browser, url: str, run: str, repeats: int) -> dict[str, list[Timin
         page, runs, [choose(page, "Colour by", n) for n in names[:2]], repeats)}
     plot = page.locator(".js-plotly-plot").first
 
-    def lasso(shift: float) -> tuple[Callable[[], None], Callable[[], None]]:
-        box: dict = {}
-
-        def draw() -> None:
-            # the maps open in lasso mode (selection_mode), so a drag draws a lasso; the
-            # drawing (17 mouse moves, ~0.7 s here) is the user's gesture, not the app's
-            # answer: the timing starts at the release
-            box.update(plot.locator(".nsewdrag").first.bounding_box())
-            cx, cy = box["x"] + box["width"] * shift, box["y"] + box["height"] * 0.5
-            page.mouse.move(cx - 60, cy - 60)
-            page.mouse.down()
-            for dx, dy in ((60, -60), (60, 60), (-60, 60), (-60, -60)):
-                page.mouse.move(cx + dx, cy + dy, steps=4)
-
-        return draw, page.mouse.up
-
-    gestures = [lasso(0.4), lasso(0.6)]
-    lasso(0.4)[0]()  # warm-up
-    page.mouse.up()
-    settle(page, runs)
-    times = []
-    for i in range(repeats):
-        draw, release = gestures[(i + 1) % 2]
-        draw()
-        times.append(timed(page, runs, release))
-    out["lasso selection (from the release)"] = times
+    out["lasso selection"] = measure(page, runs, [lasso(page, plot, 0.4),
+                                                  lasso(page, plot, 0.6)], repeats)
     page.context.close()
     return out
 
@@ -291,7 +326,19 @@ def floor(browser, repeats: int) -> dict[str, list[Timing]]:
             page.context.close()
         finally:
             stop(proc)
-    return {"floor: one slider, one text": times}
+    out = {"floor: one slider, one text": times}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "maps.py").write_text(FLOOR_MAPS_APP)
+        proc, url = start(Path(tmp), tmp, "maps.py")
+        try:
+            page, runs = open_app(browser, url, "", ".js-plotly-plot")
+            plot = page.locator(".js-plotly-plot").first
+            out["floor: two 1,681-point maps, lasso selection"] = measure(
+                page, runs, [lasso(page, plot, 0.4), lasso(page, plot, 0.6)], repeats)
+            page.context.close()
+        finally:
+            stop(proc)
+    return out
 
 
 def synthetic_run(runs: str, run: str, n: int, out_dir: Path) -> str:

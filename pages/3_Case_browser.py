@@ -69,6 +69,26 @@ def method_reads(run_id: str, mtime: float, judged: str, routed: str | None, _re
             "routing": _reader.routing_for(routed, ids) if routed else None}
 
 
+# the case tables: pandas joins and a pivot per rerun (~30 ms each), kept per case, method
+# and threshold as read-only resources
+@st.cache_resource(show_spinner=False, max_entries=64)
+def case_rows(run_id: str, mtime: float, kind: str, ident: str, method: str | None,
+              threshold: float) -> pd.DataFrame:
+    reads = case_reads(run_id, mtime, kind, ident, method, reader)
+    return cases.with_alpha(cases.case_table(reads["samples"], catalog["items"],
+                                             reads["predictions"], reads["routing"], threshold),
+                            catalog["gates"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def judged_rows(run_id: str, mtime: float, judged: str, method: str | None,
+                threshold: float) -> pd.DataFrame:
+    base = (routed_reads(run_id, mtime, method, reader) if judged in cases.JUDGED
+            else method_reads(run_id, mtime, judged, method, reader))
+    return cases.case_table(base["samples"], catalog["items"], base["predictions"],
+                            base["routing"], threshold)
+
+
 @st.cache_resource(show_spinner=False, max_entries=64)
 def search(run_id: str, mtime: float, query: str) -> pd.DataFrame:
     """The search's matches, once per query (the search box's callback and the case view
@@ -120,7 +140,8 @@ def samples_section(table: pd.DataFrame, what: str, ident: str, method: str | No
     shown = table[cases.shown_columns(table)]
     st.dataframe(shown, hide_index=True, key="cases_samples", column_config=column_config(shown),
                  placeholder="–")
-    st.download_button("Download CSV", cases.to_csv(shown), file_name=f"{what}-{ident}.csv",
+    st.download_button("Download CSV", lambda: cases.to_csv(shown),  # written on click
+                       file_name=f"{what}-{ident}.csv",
                        mime="text/csv", key="cases_samples_csv", on_click="ignore")
     titles = dict(zip(table["sample_id"], table["title"].fillna("")))
     splits = dict(zip(table["sample_id"], table["split"]))
@@ -235,9 +256,7 @@ def show_user(user: str, method: str | None, threshold: float) -> None:
     if not written.empty:
         with st.expander(f"Reviews the user wrote ({len(written):,}; not shown to the LLM)"):
             st.dataframe(written, hide_index=True, key="cases_reviews")
-    table = cases.with_alpha(cases.case_table(reads["samples"], catalog["items"],
-                                              reads["predictions"], reads["routing"], threshold),
-                             catalog["gates"])
+    table = case_rows(reader.run_id, mtime, "user", user, method, threshold)
     teacher = cases.teacher_pairs(catalog["pairs"], user)
     if not teacher.empty:
         with st.expander(f"The teacher's pairs for this user ({len(teacher):,}; S-LLMR)"):
@@ -269,9 +288,7 @@ def show_item(item: str, method: str | None, threshold: float) -> None:
     if info.get("decade"):
         cols[2].metric("Decade", str(info["decade"]))
     cols[3].metric("Valid + test samples", f"{len(reads['samples']):,}")
-    table = cases.with_alpha(cases.case_table(reads["samples"], catalog["items"],
-                                              reads["predictions"], reads["routing"], threshold),
-                             catalog["gates"])
+    table = case_rows(reader.run_id, mtime, "item", item, method, threshold)
     samples_section(table, "item", item, method)
 
 
@@ -350,12 +367,7 @@ judged = c[0].selectbox(
     format_func=lambda j: cases.JUDGED.get(j, f"{j} (every sample it scored)"),
     help="p, whose error |p − label| ranks cases: the routed method's parts on its analysed "
          "samples, or any stored method on every valid and test sample it scored")
-if judged in cases.JUDGED:
-    base = routed_reads(reader.run_id, mtime, method, reader)
-else:
-    base = method_reads(reader.run_id, mtime, judged, method, reader)
-table = cases.case_table(base["samples"], catalog["items"], base["predictions"],
-                         base["routing"], threshold)
+table = judged_rows(reader.run_id, mtime, judged, method, threshold)
 route = c[1].radio("Route", cases.ROUTES, horizontal=True, key="cases_hard_route",
                    disabled=not method, help="the routed method's route at the threshold")
 disagree = c[1].selectbox("CRM vs LLM", list(cases.DISAGREE), key="cases_hard_disagree",
@@ -376,16 +388,16 @@ st.caption(f"{len(hard):,} of the {len(table):,} valid and test samples {scope},
            "(click a header to sort).")
 st.dataframe(hard, hide_index=True, key="cases_hard", column_config=column_config(hard),
              placeholder="–")
-st.download_button("Download CSV", cases.to_csv(hard), file_name=f"hardest-{judged}.csv",
+st.download_button("Download CSV", lambda: cases.to_csv(hard),  # written on click
+                   file_name=f"hardest-{judged}.csv",
                    mime="text/csv", key="cases_hard_csv", on_click="ignore")
 if not hard.empty:
     rows = hard.head(MAX_PICKS).set_index("sample_id")
     if state.get("cases_hard_pick") not in rows.index:  # follow the filter, not a stale pick
         state.pop("cases_hard_pick", None)
+    labels = cases.pick_labels(rows)  # one pass, not three lookups per listed case
     pick = st.selectbox("Open a case", rows.index.tolist(), key="cases_hard_pick",
-                        format_func=lambda i: f"#{i} · user {rows.at[i, 'user']} · "
-                                              f"{rows.at[i, 'title']} · error "
-                                              f"{rows.at[i, 'error']:.3f}")
+                        format_func=labels.get)
     a, b, _ = st.columns([1, 1, 4])
     a.button("Open its user", key="cases_open_user", on_click=open_case,
              args=("user", str(rows.at[pick, "user"]), int(pick)), icon=":material/person:")

@@ -352,6 +352,14 @@ def timeline_figure(frame: pd.DataFrame, user: str) -> go.Figure:
     return fig
 
 
+def pick_labels(rows: pd.DataFrame) -> dict[int, str]:
+    """'#<sample> · user <u> · <title> · error <e>' per case (rows indexed by sample id)."""
+    text = ("#" + rows.index.astype(str) + " · user " + rows["user"].astype(str) + " · "
+            + rows["title"].astype(str) + " · error "
+            + rows["error"].map("{:.3f}".format))
+    return dict(zip(rows.index.tolist(), text.tolist()))
+
+
 def to_csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode("utf-8")
 

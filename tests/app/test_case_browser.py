@@ -450,3 +450,10 @@ def test_scoring_a_pair_live_uses_the_saved_models(monkeypatch, smoke_store, smo
     assert 0 < got["corella_llm"] < 1
     assert "routed to the CRM" in live["note"].iat[-1]
     assert any(c.value == pair.prompt for c in at.code)
+
+
+def test_pick_labels_name_each_hard_case():
+    rows = pd.DataFrame({"user": ["7", "12"], "title": ["Heat (1995)", "Up"],
+                         "error": [0.98765, 0.5]}, index=pd.Index([31, 4], name="sample_id"))
+    assert cases.pick_labels(rows) == {31: "#31 · user 7 · Heat (1995) · error 0.988",
+                                       4: "#4 · user 12 · Up · error 0.500"}
