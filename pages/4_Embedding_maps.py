@@ -70,17 +70,24 @@ def maps_view() -> None:
     reruns this part alone, not the agreement charts below."""
     found = maps.find_items(data["signals"], query)
     highlight = found if query else set(state.get("maps_highlight", []))
-    frames = []
-    for side, (column, space) in enumerate(zip(st.columns(2), (left, right))):
-        frame = maps.with_genres(maps.space_frame(data["emb"], data["signals"], space,
-                                                  agreement), genres)
-        frames.append(frame)
-        # the map is built once per space, colouring and genres; a selection or a search
-        # only rings its items on a copy of it (maps.with_highlight, milliseconds)
+    frames = [maps.with_genres(maps.space_frame(data["emb"], data["signals"], space, agreement),
+                               genres) for space in (left, right)]
+    largest = max(len(f) for f in frames)
+    # large runs draw a seeded sample of each map (the ringed items always), all on request
+    everything = largest <= maps.MAX_POINTS or st.toggle(
+        f"Draw all {largest:,} items (slower: the maps show {maps.MAX_POINTS:,} sampled ones)",
+        key="maps_all_points")
+    for side, (column, space, frame) in enumerate(zip(st.columns(2), (left, right), frames)):
+        drawn = frame if everything else maps.downsampled(frame)
+        shown = (f"{len(frame):,} items" if len(drawn) == len(frame)
+                 else f"{len(drawn):,} of {len(frame):,} items")
+        # the map is built once per space, colouring, genres and sampling; a selection or a
+        # search only rings its items (from every item, drawn or not) on a copy of it
+        # (maps.with_highlight, milliseconds)
         base = export.built(("maps_plot", reader.run_id, mtime, space, left, right, colour,
-                             tuple(genres)),
-                            lambda f=frame, s=space: maps.scatter_base(
-                                f, colour, f"{s} ({len(f):,} items)").to_dict())
+                             tuple(genres), everything),
+                            lambda f=drawn, s=space, n=shown: maps.scatter_base(
+                                f, colour, f"{s} ({n})").to_dict())
         fig = maps.with_highlight(base, frame, highlight)
         column.plotly_chart(fig, key=f"maps_plot_{side}", on_select=lambda s=side: selected_on(s),
                             selection_mode=("points", "box", "lasso"))

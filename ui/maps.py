@@ -112,6 +112,19 @@ def with_highlight(base: dict, frame: pd.DataFrame,
     return figures.marked(base, traces=[ring] if len(rows) else [], opacity=0.35)
 
 
+MAX_POINTS = 5000  # drawn per map unless the user asks for all: plotly's SVG cost grows with it
+
+
+def downsampled(frame: pd.DataFrame, limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """At most `limit` (default MAX_POINTS) of a map's points, a seeded random sample in the
+    frame's order (the same points every rerun); the whole frame when it is no larger."""
+    limit = MAX_POINTS if limit is None else limit
+    if len(frame) <= limit:
+        return frame
+    keep = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+    return frame.iloc[keep]
+
+
 def find_items(signals: pd.DataFrame, query: str) -> set[str]:
     """Item ids whose title contains the query (any case), or whose id equals it."""
     q = (query or "").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -159,3 +160,52 @@ def test_a_highlight_rings_a_copy_of_the_built_map():
     # a highlight that matches nothing fades nothing away from what is drawn: no ring
     assert len(maps.with_highlight(base, frame, {"zz"}).data) == 3
     json.loads(ringed.to_json())  # serialisable as Streamlit sends it
+
+
+def test_large_maps_draw_a_stable_sample():
+    frame = pd.DataFrame({"entity_id": [str(i) for i in range(50)], "x": np.arange(50.0)})
+    assert maps.downsampled(frame, 60) is frame
+    sample = maps.downsampled(frame, 20)
+    assert len(sample) == 20 and sample["x"].is_monotonic_increasing  # the frame's order
+    pd.testing.assert_frame_equal(sample, maps.downsampled(frame, 20))  # every rerun
+    assert len(set(sample["entity_id"])) == 20
+
+
+def test_a_large_run_draws_sampled_maps_and_all_points_on_request(monkeypatch, smoke_store):
+    monkeypatch.setattr(maps, "MAX_POINTS", 10)  # the smoke run's 60 items count as large
+    at = open_page(monkeypatch, smoke_store, "pages/4_Embedding_maps.py")
+    toggle = at.toggle(key="maps_all_points")
+    assert toggle.value is False and "Draw all 60 items" in toggle.label
+
+    def drawn() -> list[tuple[str, int]]:
+        out = []
+        for chart in at.get("plotly_chart")[:2]:
+            spec = json.loads(chart.proto.spec)
+            points = sum(_length(t.get("x", [])) for t in spec["data"]
+                         if not t.get("name", "").startswith("highlighted"))
+            out.append((spec["layout"]["title"]["text"], points))
+        return out
+
+    assert [n for _, n in drawn()] == [10, 10]
+    assert "(10 of 60 items)" in drawn()[0][0]
+    # an item left out of the sample is still ringed when found
+    with open_run(smoke_store, "smoke-run") as reader:
+        semantic = reader.frame("embeddings").query("space == 'semantic'")
+    frame = maps.space_frame(semantic, pd.DataFrame({"item": semantic["entity_id"]}),
+                             "semantic")
+    missing = sorted(set(frame["entity_id"].astype(str))
+                     - set(maps.downsampled(frame, 10)["entity_id"].astype(str)))[0]
+    at.session_state["maps_highlight"] = [missing]
+    at.run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ring = [t for t in spec["data"] if t.get("name", "").startswith("highlighted")]
+    assert [c[0] for c in ring[0]["customdata"]] == [missing]
+    at.toggle(key="maps_all_points").set_value(True).run()
+    assert [n for _, n in drawn()] == [60, 60] and "(60 items)" in drawn()[0][0]
+
+
+def _length(values) -> int:
+    """Points in a trace's x: a list, or plotly's base64 typed array ({"dtype", "bdata"})."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).size
+    return len(values)
