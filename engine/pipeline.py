@@ -164,8 +164,9 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
 
     t0 = time.perf_counter()
     ranks = distributed.current()
+    outputs = [_per_sample(task, result) for result in results]
     if ranks.active:  # every rank writes its share of the per-sample outputs
-        _write_parts(request.out, run_id, task, results)
+        _write_parts(request.out, run_id, outputs)
         faults.point("parts")
         distributed.barrier()
     if claim is None:
@@ -179,7 +180,7 @@ def _claimed_run(request: RunRequest, profile: Profile, methods: list[Method],
         writer.append("notes", notes_frame(dataset, task))
         _write_data(writer, task)
         faults.point("store")  # the store write half done
-        _write_results(writer, task, results, ranks.world)
+        _write_results(writer, results, outputs, ranks.world)
         if maps is not None:
             writer.write_frame("embeddings", maps[0])
             writer.write_frame("map_agreement", maps[1])
@@ -361,22 +362,27 @@ def _with_method(frame: pd.DataFrame, method: str) -> pd.DataFrame:
     return frame
 
 
-def _write_parts(out: str | Path, run_id: str, task: CTRTask,
-                 results: list[MethodResult]) -> None:
-    """Under torchrun, every rank: its share of every per-sample output as Parquet parts,
-    which rank 0 merges (_write_results) once all ranks have written theirs."""
+def _part_key(number: int, table: str) -> str:
+    """The name of the n-th per-sample output's Parquet parts (the same on every rank)."""
+    return f"{number:04d}-{table}"
+
+
+def _write_parts(out: str | Path, run_id: str,
+                 outputs: list[list[tuple[str, pd.DataFrame]]]) -> None:
+    """Under torchrun, every rank: its share of every per-sample output (_per_sample of each
+    result) as Parquet parts, which rank 0 merges (_write_results) once all have written."""
     ranks = distributed.current()
-    frames = (item for result in results for item in _per_sample(task, result))
-    for key, (table, frame) in enumerate(frames):
-        write_part(out, run_id, f"{key:04d}-{table}", frame, ranks.rank, ranks.world)
+    frames = (item for per_result in outputs for item in per_result)
+    for number, (table, frame) in enumerate(frames):
+        write_part(out, run_id, _part_key(number, table), frame, ranks.rank, ranks.world)
 
 
-def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult],
-                   world: int = 1) -> None:
-    """Every result's rows; with world > 1 the per-sample outputs come from the ranks'
-    Parquet parts (_write_parts), else straight from the frames."""
-    key = 0
-    for result in results:
+def _write_results(writer: RunWriter, results: list[MethodResult],
+                   outputs: list[list[tuple[str, pd.DataFrame]]], world: int = 1) -> None:
+    """Every result's rows; `outputs` are their per-sample frames (_per_sample), which with
+    world > 1 come from the ranks' Parquet parts (_write_parts) instead."""
+    number = 0
+    for result, per_sample in zip(results, outputs):
         weight_files = [writer.save_weights(stem, tensors)
                         for stem, tensors in result.weights.items()]
         writer.append("methods", pd.DataFrame([{
@@ -386,16 +392,14 @@ def _write_results(writer: RunWriter, task: CTRTask, results: list[MethodResult]
             "llm_calls_per_1k": result.cost.get("llm_calls_per_1k", 0.0),
             "cost": _json(result.cost), "weights_file": ",".join(weight_files),
             "description": result.description}]))
-        for table, frame in _per_sample(task, result):
+        for table, frame in per_sample:
             if world > 1:
-                writer.merge_parts(table, f"{key:04d}-{table}", world)
+                writer.merge_parts(table, _part_key(number, table), world)
             else:
                 writer.put(table, frame)
-            key += 1
+            number += 1
         if not result.training_log.empty:
-            log = result.training_log.copy()
-            log.insert(0, "method", result.name)
-            writer.append("training_log", log)
+            writer.append("training_log", _with_method(result.training_log, result.name))
         for table, frame in result.diagnostics.items():
             if "sample_id" not in frame.columns:
                 writer.write_frame(table, _with_method(frame, result.name))

@@ -259,12 +259,12 @@ class CoReLLa(Method):
                 optimiser.step()
                 step += 1
                 weight = distributed.share_weight(len(mine), len(rows))
-                for metric, value in (("loss", float(loss.detach()) / weight),
-                                      ("llm_loss", float(l_llm.detach())),
-                                      ("crm_loss", float(l_crm.detach())),
-                                      ("align_loss", float(l_align.detach()))):
-                    self.log_.append({"stage": "stage2", "epoch": step, "metric": metric,
-                                      "value": distributed.all_mean(value, len(mine))})
+                values = distributed.all_mean_dict({  # one collective for the four
+                    "loss": float(loss.detach()) / weight, "llm_loss": float(l_llm.detach()),
+                    "crm_loss": float(l_crm.detach()), "align_loss": float(l_align.detach())},
+                    len(mine))
+                self.log_ += [{"stage": "stage2", "epoch": step, "metric": metric,
+                               "value": value} for metric, value in values.items()]
         self.llm_.model.eval()
         self.crm_.eval()
 

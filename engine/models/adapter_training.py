@@ -82,16 +82,10 @@ def train_adapter(llm: LLM, seqs: list[list[int]], labels: np.ndarray, cfg: Adap
     if cache and distributed.current().active:
         # any rank's share of a later epoch's batch may hold any prompt: the frozen layers
         # run once per prompt across the ranks, and every rank receives every state
-        def compute(todo: list[int]) -> None:
-            todo = sorted(todo, key=lambda i: lengths[i])
-            for first in range(0, len(todo), cfg.batch_size):
-                part = todo[first:first + cfg.batch_size]
-                lower.update(zip((key_of[i] for i in part),
-                                 llm.lower_states([seqs[i] for i in part])))
-
-        by_key = dict(zip(key_of, range(len(seqs))))
-        distributed.fill_everywhere(list(by_key), lower,
-                                    lambda keys: compute([by_key[k] for k in keys]), llm.device)
+        by_key = dict(zip(key_of, seqs))
+        distributed.fill_everywhere(
+            list(by_key), lower, lambda keys: lower.update(zip(keys, llm.lower_states_sorted(
+                [by_key[k] for k in keys], batch_size=cfg.batch_size))), llm.device)
     trainable = [p for p in llm.model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr)
     run = distributed.data_parallel(trainable)  # under torchrun: DDP, a share of each batch

@@ -539,15 +539,26 @@ class LLM:
                    batch_size: int | None = None, progress: bool = False) -> int:
         """Add to `lower` the states entering layer `split` of the prompts it lacks
         (length-sorted batches); returns how many were new."""
-        size = batch_size or self.config.batch_size
         todo = [p for p in dict.fromkeys(prompts) if p not in lower]
-        seqs = dict(zip(todo, self.tokenize(todo))) if todo else {}
-        todo.sort(key=lambda p: len(seqs[p]))
-        for start in _batches(len(todo), size, progress and len(todo) > size,
-                              "LLM frozen layers"):
-            batch = todo[start:start + size]
-            lower.update(zip(batch, self.lower_states([seqs[p] for p in batch], split)))
+        if todo:
+            lower.update(zip(todo, self.lower_states_sorted(self.tokenize(todo), split,
+                                                            batch_size, progress)))
         return len(todo)
+
+    def lower_states_sorted(self, seqs: list[list[int]], split: int | None = None,
+                            batch_size: int | None = None, progress: bool = False
+                            ) -> list[torch.Tensor]:
+        """lower_states of many prompts, run in length-sorted batches (little padding) and
+        returned in the given order."""
+        size = batch_size or self.config.batch_size
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        for start in _batches(len(order), size, progress and len(order) > size,
+                              "LLM frozen layers"):
+            part = order[start:start + size]
+            for i, state in zip(part, self.lower_states([seqs[i] for i in part], split)):
+                out[i] = state
+        return out
 
     def fill_lower_everywhere(self, prompts: Sequence[str], split: int,
                               lower: dict[str, torch.Tensor], batch_size: int | None = None,
